@@ -1,0 +1,168 @@
+"""Exact SBN with channel statistics, without any Fourier transform.
+
+Notation: spatial sizes ``n_1 .. n_d`` (the last one, ``W``, carries the half
+spectrum), ``N = n_1 * ... * n_d`` pixels, ``R = N / W`` rows, ``K = W // 2 + 1``
+bins per row and ``M = R * K`` bins in the half spectrum. The forward
+transform scales by ``c`` (``1``, ``1/sqrt(N)`` or ``1/N`` for the norms
+"backward", "ortho", "forward"). "First row" means index 0 on every spatial
+axis but the last.
+
+Mean. Summing ``exp(-2 pi i k n / n_j)`` over all ``k`` of a full axis gives
+``n_j`` at ``n = 0`` and 0 elsewhere, so summing ``X`` over all bins keeps only
+the first row of ``x``, weighted along the last axis by
+``w[n] = sum_{k < K} exp(-2 pi i k n / W)``::
+
+    mean_bins(X) = c * R / M * sum_n w[n] * x[first row, n]
+
+Second moment. Parseval gives the sum of ``|X|**2`` over the *full* spectrum,
+``c**2 * N * sum(x**2)``. Hermitian symmetry pairs each bin ``0 < k < W/2``
+with ``W - k``, so the half spectrum holds the full sum plus the unpaired
+columns ``k = 0`` (and ``k = W/2`` for even ``W``), all halved. Column 0 is the
+(d-1)-dimensional DFT of the row sums ``r = sum_n x[..., n]``, column ``W/2``
+that of the alternating sums ``r_alt = sum_n (-1)**n x[..., n]``; Parseval
+again gives their energies::
+
+    mean_bins(|X|**2) = c**2 / (2 M) * (N sum(x**2) + R (sum(r**2) + [W even] sum(r_alt**2)))
+
+and ``var = mean(|X|**2) - |mean(X)|**2`` (averaged over the batch too).
+
+Output. With ``a = scale / sqrt(var + eps)`` and the complex constant
+``b = bias - a * mu``, the normalized spectrum is ``a X + b`` in every bin. The
+inverse transform is real-linear and exactly undoes the forward one, so::
+
+    y = a * x + Re(b) * P_r + Im(b) * P_i,  P_r = irfftn(1), P_i = irfftn(1j)
+
+where ``P_r`` and ``P_i`` are fixed patterns (ones over the half spectrum sent
+back to space) that are zero outside the first row. The whole layer is a
+per-channel rescaling plus a correction of the first row: it costs what
+BatchNorm costs.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_FORWARD_SCALE = {
+    "backward": lambda n: 1.0,
+    "ortho": lambda n: n**-0.5,
+    "forward": lambda n: 1.0 / n,
+}
+
+
+def _along(vector, axis: int, ndim: int):
+    """Reshapes a 1-D vector (NumPy or JAX) to broadcast along ``axis`` of a rank-``ndim`` array."""
+    shape = [1] * ndim
+    shape[axis] = vector.shape[0]
+    return vector.reshape(shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _mean_weights(width: int, rows: int, norm: str) -> tuple[np.ndarray, np.ndarray]:
+    """Real and imaginary weights ``c R w[n] / M`` of the first row in ``mean_bins(X)``."""
+    bins = width // 2 + 1
+    n = np.arange(width)[:, None]
+    k = np.arange(bins)[None, :]
+    w = np.exp(-2j * np.pi * n * k / width).sum(axis=1)
+    w = w * _FORWARD_SCALE[norm](rows * width) * rows / (rows * bins)
+    return w.real, w.imag
+
+
+@functools.lru_cache(maxsize=256)
+def _patterns(sizes: tuple[int, ...], norm: str) -> tuple[np.ndarray, np.ndarray]:
+    """``irfftn(1)`` and ``irfftn(1j)`` over the half spectrum of ``sizes``."""
+    half = (*sizes[:-1], sizes[-1] // 2 + 1)
+    axes = tuple(range(len(sizes)))
+    ones = np.ones(half, np.complex128)
+    real = np.fft.irfftn(ones, s=sizes, axes=axes, norm=norm)
+    imag = np.fft.irfftn(1j * ones, s=sizes, axes=axes, norm=norm)
+    return real, imag
+
+
+def _first_row(x: jax.Array, layout) -> jax.Array:
+    for axis in layout.spatial_axes[:-1]:
+        x = jax.lax.slice_in_dim(x, 0, 1, axis=axis)
+    return x
+
+
+def moments(x: jax.Array, layout, fft_norm: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-channel spectral moments of a real input, computed in space.
+
+    Args:
+      x: real input (float32/float64), any layout.
+      layout: its :class:`sbn_jax.functional.Layout`.
+      fft_norm: the transform's norm.
+
+    Returns:
+      ``(mean_real, mean_imag, mean_square)``, each ``(C,)``: the mean of
+      ``X = rfftn(x)`` over batch axes and bins, and the mean of ``|X|**2``.
+    """
+    ndim, last = layout.ndim, layout.spatial_axes[-1]
+    sizes = tuple(x.shape[i] for i in layout.spatial_axes)
+    width, pixels = sizes[-1], math.prod(sizes)
+    rows, bins = pixels // width, pixels // width * (width // 2 + 1)
+    reduce_all = tuple(i for i in range(ndim) if i != layout.feature_axis)
+    count = math.prod(x.shape[i] for i in layout.batch_axes)
+    dtype = x.dtype
+
+    w_real, w_imag = _mean_weights(width, rows, fft_norm)
+    first = _first_row(x, layout)
+    mean_real = jnp.sum(first * _along(w_real, last, ndim).astype(dtype), axis=reduce_all)
+    mean_imag = jnp.sum(first * _along(w_imag, last, ndim).astype(dtype), axis=reduce_all)
+
+    energy = pixels * jnp.sum(x * x, axis=reduce_all)
+    row_sums = jnp.sum(x, axis=last, keepdims=True)
+    unpaired = jnp.sum(row_sums * row_sums, axis=reduce_all)
+    if width % 2 == 0:
+        signs = _along((-1.0) ** np.arange(width), last, ndim).astype(dtype)
+        alternating = jnp.sum(x * signs, axis=last, keepdims=True)
+        unpaired = unpaired + jnp.sum(alternating * alternating, axis=reduce_all)
+    c2 = _FORWARD_SCALE[fft_norm](pixels) ** 2
+    mean_square = c2 / (2 * bins) * (energy + rows * unpaired)
+    return mean_real / count, mean_imag / count, mean_square / count
+
+
+def variance(mean_real: jax.Array, mean_imag: jax.Array, mean_square: jax.Array) -> jax.Array:
+    """``mean(|X|**2) - |mean(X)|**2``, clipped at 0 against rounding."""
+    return jnp.maximum(mean_square - mean_real**2 - mean_imag**2, 0.0)
+
+
+def apply(x, stats, scale, bias, layout, fft_norm: str, epsilon: float) -> jax.Array:
+    """SBN output with channel statistics: ``a * x + Re(b) P_r + Im(b) P_i``.
+
+    Args:
+      x: real input in the compute dtype.
+      stats: :class:`sbn_jax.functional.Statistics` of shape ``(C,)``.
+      scale: ``(C,)`` or None; bias: ``(C,)`` or None.
+      layout: the input's layout.
+      fft_norm: the transforms' norm.
+      epsilon: added to the variance.
+
+    Returns:
+      Array with the shape and dtype of ``x``.
+    """
+    ndim, feature, dtype = layout.ndim, layout.feature_axis, x.dtype
+    factor = jax.lax.rsqrt(stats.var.astype(dtype) + epsilon)
+    if scale is not None:
+        factor = factor * scale.astype(dtype)
+    offset_real = -factor * stats.mean_real.astype(dtype)
+    if bias is not None:
+        offset_real = offset_real + bias.astype(dtype)
+    offset_imag = -factor * stats.mean_imag.astype(dtype)
+
+    sizes = tuple(x.shape[i] for i in layout.spatial_axes)
+    pattern_shape = [1] * ndim
+    for axis, size in zip(layout.spatial_axes, sizes, strict=True):
+        pattern_shape[axis] = size
+    p_real, p_imag = (
+        jnp.asarray(p.reshape(pattern_shape), dtype) for p in _patterns(sizes, fft_norm)
+    )
+
+    factor, offset_real, offset_imag = (
+        _along(v, feature, ndim) for v in (factor, offset_real, offset_imag)
+    )
+    return factor * x + offset_real * p_real + offset_imag * p_imag

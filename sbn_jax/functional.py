@@ -1,0 +1,400 @@
+"""Spectral Batch Normalization as pure functions.
+
+This module holds the math once; the Flax modules in :mod:`sbn_jax.linen` and
+:mod:`sbn_jax.nnx` are thin shells over :func:`spectral_batch_norm`. Everything
+here works on plain arrays, so it can be used from raw JAX, Equinox or Haiku.
+
+For an input ``x`` with one feature axis, one or more spatial axes and batch
+axes (every other axis), SBN computes
+
+1. ``X = rfftn(x, axes=spatial, norm=fft_norm)`` in float32 (or float64),
+2. statistics over the batch axes (and, for channel statistics, over all
+   frequency bins): a complex mean ``mu`` and a real, biased variance
+   ``var = mean(|X - mu|**2)``,
+3. ``Y = scale * (X - mu) / sqrt(var + epsilon) + bias`` (``bias`` is real and
+   lands on the real part of every bin),
+4. ``y = irfftn(Y, s=spatial sizes, axes=spatial, norm=fft_norm)``.
+
+Spatial axes are kept in increasing order; the last of them carries the half
+spectrum (``n // 2 + 1`` bins), as in ``jnp.fft.rfftn``.
+
+Three implementations compute the same function (``impl``):
+
+* ``"fft"``: the four steps above, literally. The readable reference.
+* ``"closed_form"`` (channel statistics only): no transform at all. See
+  :mod:`sbn_jax._closed_form` for the derivation: SBN with channel
+  statistics is ``a * x`` plus two fixed patterns on the first row.
+* ``"matmul"``: the transforms written as small dense DFT matrices, which beat
+  FFT libraries at ResNet sizes on accelerators (see :mod:`sbn_jax._dft`).
+* ``"auto"``: ``closed_form`` for channel statistics; for per-frequency
+  statistics, ``matmul`` on GPU/TPU when every spatial size is at most
+  ``MATMUL_MAX_SIZE`` and ``fft`` otherwise (the CPU FFT is faster there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from sbn_jax import _closed_form, _dft
+
+FFT_NORMS = ("ortho", "backward", "forward")
+IMPLS = ("auto", "fft", "closed_form", "matmul")
+# Largest spatial size for which "auto" uses the matmul DFT on accelerators.
+MATMUL_MAX_SIZE = 64
+
+
+class Statistics(NamedTuple):
+    """Spectral statistics, batch or running.
+
+    Channel statistics have shape ``(C,)``; per-frequency statistics have the
+    spectrum's shape with the batch axes dropped (see :func:`statistics_shape`).
+
+    Attributes:
+      mean_real: real part of the complex spectral mean.
+      mean_imag: imaginary part of the complex spectral mean.
+      var: biased variance ``mean(|X - mean|**2)``, real and non-negative.
+    """
+
+    mean_real: jax.Array
+    mean_imag: jax.Array
+    var: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Roles of the axes of an input; all indices are non-negative.
+
+    Attributes:
+      ndim: rank of the input.
+      feature_axis: the channel axis.
+      spatial_axes: transformed axes, increasing; the last carries the half
+        spectrum.
+      batch_axes: every remaining axis; statistics are averaged over these.
+    """
+
+    ndim: int
+    feature_axis: int
+    spatial_axes: tuple[int, ...]
+    batch_axes: tuple[int, ...]
+
+
+def _normalize_axis(axis: int, ndim: int, what: str) -> int:
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{what} {axis} is out of range for an input of rank {ndim}.")
+    return axis % ndim
+
+
+def resolve_layout(ndim: int, axis: int = -1, spatial_axes: Sequence[int] | None = None) -> Layout:
+    """Resolves which axes are feature, spatial and batch axes.
+
+    Args:
+      ndim: rank of the input.
+      axis: the feature axis (``-1`` for NHWC, ``1`` for NCHW).
+      spatial_axes: the axes to transform. ``None`` means every axis except
+        axis 0 and the feature axis: NHWC -> (1, 2), (B, L, C) -> (1,),
+        (B, D, H, W, C) -> (1, 2, 3), NCHW with ``axis=1`` -> (2, 3).
+
+    Returns:
+      The :class:`Layout`.
+
+    Raises:
+      ValueError: if there is no spatial axis, or a spatial axis is out of
+        range, repeated, or equal to the feature axis.
+    """
+    feature_axis = _normalize_axis(axis, ndim, "Feature axis")
+    if spatial_axes is None:
+        spatial = tuple(i for i in range(1, ndim) if i != feature_axis)
+        if not spatial:
+            raise ValueError(
+                f"SpectralBatchNorm needs at least one spatial axis, but an input of rank {ndim} "
+                f"with feature axis {axis} has none: expected (batch, *spatial, features), "
+                "e.g. NHWC, or pass spatial_axes=."
+            )
+    else:
+        spatial_axes = tuple(spatial_axes)
+        if not spatial_axes:
+            raise ValueError("spatial_axes must name at least one axis; got an empty sequence.")
+        spatial = tuple(_normalize_axis(a, ndim, "Spatial axis") for a in spatial_axes)
+        if len(set(spatial)) != len(spatial):
+            raise ValueError(f"spatial_axes must not repeat an axis; got {spatial_axes}.")
+        if feature_axis in spatial:
+            raise ValueError(
+                f"spatial_axes {spatial_axes} include the feature axis {axis}; expected them "
+                "to be disjoint."
+            )
+        spatial = tuple(sorted(spatial))
+    batch = tuple(i for i in range(ndim) if i != feature_axis and i not in spatial)
+    return Layout(ndim, feature_axis, spatial, batch)
+
+
+def spectrum_shape(shape: Sequence[int], layout: Layout) -> tuple[int, ...]:
+    """Shape of ``rfftn(x, axes=layout.spatial_axes)`` for an input of ``shape``."""
+    last = layout.spatial_axes[-1]
+    return tuple(n // 2 + 1 if i == last else n for i, n in enumerate(shape))
+
+
+def statistics_shape(shape: Sequence[int], layout: Layout, per_frequency: bool) -> tuple[int, ...]:
+    """Shape of the statistics for an input of ``shape``.
+
+    ``(C,)`` for channel statistics; for per-frequency statistics the spectrum's
+    shape with the batch axes dropped (NHWC: ``(H, W//2+1, C)``; NCHW:
+    ``(C, H, W//2+1)``).
+    """
+    if not per_frequency:
+        return (shape[layout.feature_axis],)
+    full = spectrum_shape(shape, layout)
+    return tuple(n for i, n in enumerate(full) if i not in layout.batch_axes)
+
+
+def init_statistics(shape: Sequence[int]) -> Statistics:
+    """Initial running statistics: mean 0 + 0j, variance 1, float32."""
+    return Statistics(
+        jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32)
+    )
+
+
+def update_running_statistics(
+    running: Statistics, batch: Statistics, momentum: float
+) -> Statistics:
+    """Moving average, Flax convention: ``momentum * running + (1 - momentum) * batch``."""
+    return jax.tree.map(
+        lambda r, b: momentum * r + (1.0 - momentum) * b.astype(r.dtype), running, batch
+    )
+
+
+def _check_input(x: jax.Array) -> None:
+    dtype = jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(
+            f"SpectralBatchNorm expects a real floating-point input; got complex {dtype}. "
+            "The spectrum is computed inside the layer."
+        )
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"SpectralBatchNorm expects a floating-point input (float32, bfloat16, ...); "
+            f"got {dtype}. Cast it first, e.g. x.astype(jnp.float32)."
+        )
+
+
+def _check_fft_norm(fft_norm: str) -> None:
+    if fft_norm not in FFT_NORMS:
+        raise ValueError(f"fft_norm must be one of {FFT_NORMS}; got {fft_norm!r}.")
+
+
+def _reduction_group_size(axis_name: Any, axis_index_groups: Any) -> int:
+    if axis_name is None:
+        return 1
+    if axis_index_groups is not None:
+        return len(axis_index_groups[0])
+    return int(jax.lax.psum(1, axis_name))
+
+
+def _check_statistic_count(shape: Sequence[int], layout: Layout, per_frequency: bool, group: int):
+    """Refuses training statistics made from a single value (as torch's BatchNorm does)."""
+    count = math.prod(shape[i] for i in layout.batch_axes)
+    if not per_frequency:
+        count *= math.prod(spectrum_shape(shape, layout)[i] for i in layout.spatial_axes)
+    if count * group == 1:
+        what = "example" if per_frequency else "example with a single frequency bin"
+        raise ValueError(
+            f"Expected more than one value per statistic when training, got input shape "
+            f"{tuple(shape)} (one {what}, batch axes {layout.batch_axes}). Use a larger batch, "
+            "or use_running_average=True."
+        )
+
+
+def _broadcast_statistic(stat: jax.Array, layout: Layout, per_frequency: bool) -> jax.Array:
+    """Inserts singleton axes so that ``stat`` broadcasts against the spectrum."""
+    if per_frequency:
+        return jnp.expand_dims(stat, layout.batch_axes)
+    shape = [1] * layout.ndim
+    shape[layout.feature_axis] = stat.shape[0]
+    return stat.reshape(shape)
+
+
+def _pmean(values: Any, axis_name: Any, axis_index_groups: Any) -> Any:
+    if axis_name is None:
+        return values
+    return jax.lax.pmean(values, axis_name, axis_index_groups=axis_index_groups)
+
+
+def spectrum_statistics(
+    spectrum: jax.Array,
+    layout: Layout,
+    per_frequency: bool,
+    axis_name: Any = None,
+    axis_index_groups: Any = None,
+) -> Statistics:
+    """Batch statistics of a spectrum, optionally across devices.
+
+    Args:
+      spectrum: complex array ``rfftn(x)``.
+      layout: the input's :class:`Layout`.
+      per_frequency: reduce over batch axes only (one statistic per bin and
+        channel) instead of batch axes and all bins (one per channel).
+      axis_name: pmap/shard_map axis to average over; two passes (the mean,
+        then the centered second moment), as flax BatchNorm does.
+      axis_index_groups: device groups to average within.
+
+    Returns:
+      :class:`Statistics` with :func:`statistics_shape`.
+    """
+    axes = layout.batch_axes if per_frequency else layout.batch_axes + layout.spatial_axes
+    mean = _pmean(jnp.mean(spectrum, axis=axes, keepdims=True), axis_name, axis_index_groups)
+    centered = spectrum - mean
+    second = jnp.mean(jnp.real(centered) ** 2 + jnp.imag(centered) ** 2, axis=axes, keepdims=True)
+    var = _pmean(second, axis_name, axis_index_groups)
+    keep = layout.batch_axes if per_frequency else axes
+    return Statistics(
+        jnp.squeeze(jnp.real(mean), keep),
+        jnp.squeeze(jnp.imag(mean), keep),
+        jnp.squeeze(var, keep),
+    )
+
+
+def normalize_spectrum(
+    spectrum: jax.Array,
+    stats: Statistics,
+    scale: jax.Array | None,
+    bias: jax.Array | None,
+    layout: Layout,
+    per_frequency: bool,
+    epsilon: float,
+) -> jax.Array:
+    """``scale * (X - mean) / sqrt(var + epsilon) + bias``; ``bias`` lands on the real part."""
+    mean = _broadcast_statistic(stats.mean_real, layout, per_frequency) + 1j * _broadcast_statistic(
+        stats.mean_imag, layout, per_frequency
+    )
+    factor = jax.lax.rsqrt(_broadcast_statistic(stats.var, layout, per_frequency) + epsilon)
+    if scale is not None:
+        factor = factor * _broadcast_statistic(scale, layout, False)
+    out = (spectrum - mean.astype(spectrum.dtype)) * factor.astype(spectrum.real.dtype)
+    if bias is not None:
+        out = out + _broadcast_statistic(bias, layout, False).astype(spectrum.real.dtype)
+    return out
+
+
+def compute_dtype(dtype: Any) -> jnp.dtype:
+    """The real dtype the spectrum is computed in: float32, or float64 for float64 inputs."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _use_matmul(shape: Sequence[int], layout: Layout) -> bool:
+    on_accelerator = jax.default_backend() in ("gpu", "tpu", "cuda", "rocm")
+    return on_accelerator and all(shape[i] <= MATMUL_MAX_SIZE for i in layout.spatial_axes)
+
+
+def resolve_impl(impl: str, per_frequency: bool, shape: Sequence[int], layout: Layout) -> str:
+    """The concrete implementation ``"auto"`` stands for (see the module docstring)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}.")
+    if impl == "closed_form" and per_frequency:
+        raise ValueError(
+            'impl="closed_form" exists for channel statistics only; per_frequency=True needs '
+            'impl="fft", "matmul" or "auto".'
+        )
+    if impl != "auto":
+        return impl
+    if not per_frequency:
+        return "closed_form"
+    return "matmul" if _use_matmul(shape, layout) else "fft"
+
+
+def spectral_batch_norm(
+    x: jax.Array,
+    *,
+    scale: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    running: Statistics | None = None,
+    use_running_average: bool = False,
+    axis: int = -1,
+    spatial_axes: Sequence[int] | None = None,
+    per_frequency: bool = False,
+    fft_norm: str = "ortho",
+    epsilon: float = 1e-5,
+    axis_name: Any = None,
+    axis_index_groups: Any = None,
+    impl: str = "auto",
+    dtype: Any = None,
+) -> tuple[jax.Array, Statistics]:
+    """Spectral Batch Normalization of ``x``.
+
+    Args:
+      x: real floating input, e.g. ``(N, H, W, C)``; bfloat16 is fine, the
+        spectrum is computed in float32.
+      scale: ``(C,)`` multiplier, or None for 1.
+      bias: ``(C,)`` real offset added to every bin, or None for 0.
+      running: running statistics, needed when ``use_running_average``.
+      use_running_average: normalize with ``running`` instead of batch statistics.
+      axis: the feature axis.
+      spatial_axes: transformed axes (see :func:`resolve_layout`).
+      per_frequency: one statistic per (bin, channel) instead of per channel.
+      fft_norm: ``"ortho"``, ``"backward"`` or ``"forward"``, used by both
+        transforms so that they are an exact inverse pair.
+      epsilon: added to the variance.
+      axis_name: pmap/shard_map axis for cross-device statistics.
+      axis_index_groups: device groups for the statistics.
+      impl: ``"auto"``, ``"fft"``, ``"closed_form"`` or ``"matmul"`` (see the
+        module docstring); all compute the same function.
+      dtype: output dtype; default the input's.
+
+    Returns:
+      ``(y, stats)``: ``y`` with the shape of ``x`` and the statistics used:
+      the batch's in training (to feed :func:`update_running_statistics`), or
+      ``running`` when ``use_running_average``.
+    """
+    _check_input(x)
+    _check_fft_norm(fft_norm)
+    layout = resolve_layout(x.ndim, axis, spatial_axes)
+    impl = resolve_impl(impl, per_frequency, x.shape, layout)
+    dtype = x.dtype if dtype is None else dtype
+    stats_shape = statistics_shape(x.shape, layout, per_frequency)
+    if use_running_average:
+        if running is None:
+            raise ValueError("use_running_average=True needs running statistics; got None.")
+        if tuple(running.var.shape) != stats_shape:
+            raise ValueError(
+                f"Running statistics of shape {tuple(running.var.shape)} do not fit an input of "
+                f"shape {tuple(x.shape)}: expected {stats_shape}. Per-frequency statistics only "
+                "apply to the spatial size they were computed for."
+            )
+    else:
+        group = _reduction_group_size(axis_name, axis_index_groups)
+        _check_statistic_count(x.shape, layout, per_frequency, group)
+    stats = running if use_running_average else None
+    xc = x.astype(compute_dtype(x.dtype))
+
+    if impl == "closed_form":
+        if stats is None:
+            moments = _closed_form.moments(xc, layout, fft_norm)
+            mean_real, mean_imag, mean_square = _pmean(moments, axis_name, axis_index_groups)
+            var = _closed_form.variance(mean_real, mean_imag, mean_square)
+            stats = Statistics(mean_real, mean_imag, var)
+        y = _closed_form.apply(xc, stats, scale, bias, layout, fft_norm, epsilon)
+        return y.astype(dtype), stats
+
+    if impl == "matmul":
+        forward, inverse = _dft.rfftn, _dft.irfftn
+    else:
+        forward, inverse = _fft_rfftn, _fft_irfftn
+    spectrum = forward(xc, layout.spatial_axes, fft_norm)
+    if stats is None:
+        stats = spectrum_statistics(spectrum, layout, per_frequency, axis_name, axis_index_groups)
+    normalized = normalize_spectrum(spectrum, stats, scale, bias, layout, per_frequency, epsilon)
+    sizes = tuple(x.shape[i] for i in layout.spatial_axes)
+    y = inverse(normalized, layout.spatial_axes, sizes, fft_norm)
+    return y.astype(dtype), stats
+
+
+def _fft_rfftn(x: jax.Array, axes: tuple[int, ...], norm: str) -> jax.Array:
+    return jnp.fft.rfftn(x, axes=axes, norm=norm)
+
+
+def _fft_irfftn(spectrum: jax.Array, axes: tuple[int, ...], sizes: tuple[int, ...], norm: str):
+    return jnp.fft.irfftn(spectrum, s=sizes, axes=axes, norm=norm)

@@ -1,0 +1,177 @@
+"""Flax linen modules: SpectralBatchNorm and SpatialSpectralBatchNorm."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from flax.linen import initializers
+
+from sbn_jax import functional
+
+Dtype = Any
+Initializer = Any
+
+
+class SpectralBatchNorm(nn.Module):
+    """Spectral Batch Normalization (Cakaj et al., IJCNN 2023) for flax.linen.
+
+    Normalizes ``rfftn(x)`` over the batch (and, with channel statistics, over
+    all frequency bins), applies a per-channel affine map and transforms back;
+    see :mod:`sbn_jax.functional` for the math. Use it like ``nn.BatchNorm``::
+
+        y = SpectralBatchNorm(use_running_average=not train)(x)
+
+    Running statistics live in the ``batch_stats`` collection as ``mean_real``,
+    ``mean_imag`` and ``var`` (float32; shape ``(C,)``, or per frequency the
+    spectrum's shape without batch axes). ``init`` never computes batch
+    statistics: it normalizes with the initial running statistics, so that any
+    batch size, even 1, initializes.
+
+    Attributes:
+      use_running_average: normalize with the running statistics (eval).
+      axis: the feature axis (-1 for NHWC, 1 for NCHW).
+      spatial_axes: axes to transform; default all but axis 0 and ``axis``.
+      per_frequency: one statistic per (frequency bin, channel) instead of per
+        channel.
+      fft_norm: "ortho" (default; unitary, so ``scale`` means what it means in
+        BatchNorm), "backward" or "forward".
+      momentum: decay of the running average (Flax convention).
+      epsilon: added to the variance.
+      dtype: output dtype; default the input's. Spectra are float32.
+      param_dtype: dtype of ``scale`` and ``bias``.
+      use_bias: learn a per-channel bias (added to the real part of every bin).
+      use_scale: learn a per-channel scale.
+      bias_init: initializer of ``bias``.
+      scale_init: initializer of ``scale``.
+      axis_name: pmap/shard_map axis name for cross-device statistics.
+      axis_index_groups: device groups within which statistics are averaged.
+      impl: "auto", "fft", "closed_form" or "matmul"; all compute the same
+        function (see :mod:`sbn_jax.functional`).
+    """
+
+    use_running_average: bool | None = None
+    axis: int = -1
+    spatial_axes: Sequence[int] | None = None
+    per_frequency: bool = False
+    fft_norm: str = "ortho"
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    use_bias: bool = True
+    use_scale: bool = True
+    bias_init: Initializer = initializers.zeros
+    scale_init: Initializer = initializers.ones
+    axis_name: str | None = None
+    axis_index_groups: Any = None
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, use_running_average: bool | None = None):
+        """Normalizes ``x`` (any layout with one feature and >= 1 spatial axis); same shape out."""
+        use_running_average = nn.merge_param(
+            "use_running_average", self.use_running_average, use_running_average
+        )
+        layout = functional.resolve_layout(x.ndim, self.axis, self.spatial_axes)
+        initial = functional.init_statistics(
+            functional.statistics_shape(x.shape, layout, self.per_frequency)
+        )
+        running = functional.Statistics(
+            *(
+                self.variable("batch_stats", name, lambda v=value: v)
+                for name, value in zip(functional.Statistics._fields, initial, strict=True)
+            )
+        )
+        features = (x.shape[layout.feature_axis],)
+        scale = (
+            self.param("scale", self.scale_init, features, self.param_dtype)
+            if self.use_scale
+            else None
+        )
+        bias = (
+            self.param("bias", self.bias_init, features, self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        initializing = self.is_initializing()
+        y, batch = functional.spectral_batch_norm(
+            x,
+            scale=scale,
+            bias=bias,
+            running=functional.Statistics(*(v.value for v in running)),
+            use_running_average=use_running_average or initializing,
+            axis=self.axis,
+            spatial_axes=self.spatial_axes,
+            per_frequency=self.per_frequency,
+            fft_norm=self.fft_norm,
+            epsilon=self.epsilon,
+            axis_name=self.axis_name,
+            axis_index_groups=self.axis_index_groups,
+            impl=self.impl,
+            dtype=self.dtype,
+        )
+        if not use_running_average and not initializing:
+            current = functional.Statistics(*(v.value for v in running))
+            updated = functional.update_running_statistics(current, batch, self.momentum)
+            for variable, value in zip(running, updated, strict=True):
+                variable.value = value
+        return y
+
+
+class SpatialSpectralBatchNorm(nn.Module):
+    """``flax.linen.BatchNorm`` followed by :class:`SpectralBatchNorm`, as in the paper.
+
+    Takes the attributes of :class:`SpectralBatchNorm`; ``momentum``,
+    ``epsilon``, ``dtype``, ``param_dtype``, ``use_bias``, ``use_scale``,
+    ``axis``, ``axis_name`` and ``axis_index_groups`` apply to both layers.
+    Parameters and statistics sit under the submodules ``BatchNorm_0`` and
+    ``SpectralBatchNorm_0``.
+    """
+
+    use_running_average: bool | None = None
+    axis: int = -1
+    spatial_axes: Sequence[int] | None = None
+    per_frequency: bool = False
+    fft_norm: str = "ortho"
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    use_bias: bool = True
+    use_scale: bool = True
+    bias_init: Initializer = initializers.zeros
+    scale_init: Initializer = initializers.ones
+    axis_name: str | None = None
+    axis_index_groups: Any = None
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, use_running_average: bool | None = None):
+        """BatchNorm, then SBN; same shape out."""
+        use_running_average = nn.merge_param(
+            "use_running_average", self.use_running_average, use_running_average
+        )
+        shared = dict(
+            axis=self.axis,
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            use_bias=self.use_bias,
+            use_scale=self.use_scale,
+            bias_init=self.bias_init,
+            scale_init=self.scale_init,
+            axis_name=self.axis_name,
+            axis_index_groups=self.axis_index_groups,
+        )
+        x = nn.BatchNorm(**shared)(x, use_running_average=use_running_average)
+        return SpectralBatchNorm(
+            spatial_axes=self.spatial_axes,
+            per_frequency=self.per_frequency,
+            fft_norm=self.fft_norm,
+            impl=self.impl,
+            **shared,
+        )(x, use_running_average=use_running_average)

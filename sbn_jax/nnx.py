@@ -1,0 +1,225 @@
+"""Flax NNX modules: SpectralBatchNorm and SpatialSpectralBatchNorm.
+
+Same numerics as :mod:`sbn_jax.linen`; running statistics are ``nnx.BatchStat``
+variables, and ``model.train()`` / ``model.eval()`` switch
+``use_running_average`` as they do for ``nnx.BatchNorm``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.nnx import initializers
+
+from sbn_jax import functional
+
+Dtype = Any
+Initializer = Any
+_ZEROS = initializers.zeros_init()
+_ONES = initializers.ones_init()
+
+
+def _statistics_shape(
+    num_features: int,
+    per_frequency: bool,
+    spatial_shape: Sequence[int] | None,
+    axis: int,
+    spatial_axes: Sequence[int] | None,
+    input_ndim: int | None,
+) -> tuple[int, ...]:
+    """Shape of the running statistics, known before any input is seen."""
+    if not per_frequency:
+        return (num_features,)
+    if spatial_shape is None:
+        raise ValueError(
+            "per_frequency=True needs spatial_shape=(sizes of the spatial axes, e.g. (H, W)) "
+            "to size its statistics."
+        )
+    spatial_shape = tuple(spatial_shape)
+    if input_ndim is None:
+        if spatial_axes is not None:
+            raise ValueError(
+                "per_frequency=True with explicit spatial_axes needs input_ndim= (the rank of "
+                "the inputs) to place the statistics' axes."
+            )
+        input_ndim = len(spatial_shape) + 2
+    layout = functional.resolve_layout(input_ndim, axis, spatial_axes)
+    if len(layout.spatial_axes) != len(spatial_shape):
+        raise ValueError(
+            f"spatial_shape {spatial_shape} has {len(spatial_shape)} sizes but the layout has "
+            f"{len(layout.spatial_axes)} spatial axes {layout.spatial_axes}."
+        )
+    shape = [1] * input_ndim
+    shape[layout.feature_axis] = num_features
+    for i, size in zip(layout.spatial_axes, spatial_shape, strict=True):
+        shape[i] = size
+    return functional.statistics_shape(shape, layout, True)
+
+
+class SpectralBatchNorm(nnx.Module):
+    """Spectral Batch Normalization for Flax NNX.
+
+    Args:
+      num_features: number of channels C.
+      use_running_average: normalize with the running statistics (eval);
+        switched by ``model.train()`` / ``model.eval()``.
+      axis: the feature axis (-1 for NHWC, 1 for NCHW).
+      spatial_axes: axes to transform; default all but axis 0 and ``axis``.
+      per_frequency: one statistic per (frequency bin, channel).
+      spatial_shape: sizes of the spatial axes, e.g. ``(H, W)``; needed with
+        ``per_frequency=True`` to size the statistics.
+      input_ndim: rank of the inputs; needed only with ``per_frequency=True``
+        and explicit ``spatial_axes``.
+      fft_norm, momentum, epsilon, dtype, param_dtype, use_bias, use_scale,
+      bias_init, scale_init, axis_name, axis_index_groups, impl: as in
+        :class:`sbn_jax.linen.SpectralBatchNorm`.
+      rngs: random keys for the parameter initializers.
+
+    Variables: ``scale``, ``bias`` (``nnx.Param``, shape ``(C,)``) and
+    ``mean_real``, ``mean_imag``, ``var`` (``nnx.BatchStat``, float32).
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        use_running_average: bool = False,
+        axis: int = -1,
+        spatial_axes: Sequence[int] | None = None,
+        per_frequency: bool = False,
+        spatial_shape: Sequence[int] | None = None,
+        input_ndim: int | None = None,
+        fft_norm: str = "ortho",
+        momentum: float = 0.99,
+        epsilon: float = 1e-5,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        use_bias: bool = True,
+        use_scale: bool = True,
+        bias_init: Initializer = _ZEROS,
+        scale_init: Initializer = _ONES,
+        axis_name: str | None = None,
+        axis_index_groups: Any = None,
+        impl: str = "auto",
+        rngs: nnx.Rngs,
+    ):
+        shape = _statistics_shape(
+            num_features, per_frequency, spatial_shape, axis, spatial_axes, input_ndim
+        )
+        initial = functional.init_statistics(shape)
+        self.mean_real = nnx.BatchStat(initial.mean_real)
+        self.mean_imag = nnx.BatchStat(initial.mean_imag)
+        self.var = nnx.BatchStat(initial.var)
+        features = (num_features,)
+        self.scale = (
+            nnx.Param(scale_init(rngs.params(), features, param_dtype))
+            if use_scale
+            else nnx.data(None)
+        )
+        self.bias = (
+            nnx.Param(bias_init(rngs.params(), features, param_dtype))
+            if use_bias
+            else nnx.data(None)
+        )
+        self.num_features = num_features
+        self.use_running_average = use_running_average
+        self.axis = axis
+        self.spatial_axes = None if spatial_axes is None else tuple(spatial_axes)
+        self.per_frequency = per_frequency
+        self.fft_norm = fft_norm
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.dtype = dtype
+        self.axis_name = axis_name
+        self.axis_index_groups = axis_index_groups
+        self.impl = impl
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        """Normalizes ``x``; the call argument overrides the attribute."""
+        if use_running_average is None:
+            use_running_average = self.use_running_average
+        running = functional.Statistics(self.mean_real[...], self.mean_imag[...], self.var[...])
+        y, batch = functional.spectral_batch_norm(
+            x,
+            scale=None if self.scale is None else self.scale[...],
+            bias=None if self.bias is None else self.bias[...],
+            running=running,
+            use_running_average=use_running_average,
+            axis=self.axis,
+            spatial_axes=self.spatial_axes,
+            per_frequency=self.per_frequency,
+            fft_norm=self.fft_norm,
+            epsilon=self.epsilon,
+            axis_name=self.axis_name,
+            axis_index_groups=self.axis_index_groups,
+            impl=self.impl,
+            dtype=self.dtype,
+        )
+        if not use_running_average:
+            updated = functional.update_running_statistics(
+                running, jax.lax.stop_gradient(batch), self.momentum
+            )
+            self.mean_real[...], self.mean_imag[...], self.var[...] = updated
+        return y
+
+    def set_view(self, use_running_average: bool | None = None):
+        """Used by ``nnx.view``: sets ``use_running_average`` when given."""
+        if use_running_average is not None:
+            self.use_running_average = use_running_average
+
+
+class SpatialSpectralBatchNorm(nnx.Module):
+    """``nnx.BatchNorm`` followed by :class:`SpectralBatchNorm`.
+
+    Takes the arguments of :class:`SpectralBatchNorm`; ``momentum``,
+    ``epsilon``, ``dtype``, ``param_dtype``, ``use_bias``, ``use_scale``,
+    ``bias_init``, ``scale_init``, ``axis``, ``axis_name`` and
+    ``axis_index_groups`` apply to both layers, available as ``.batch_norm``
+    and ``.spectral_batch_norm``.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        use_running_average: bool = False,
+        axis: int = -1,
+        momentum: float = 0.99,
+        epsilon: float = 1e-5,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        use_bias: bool = True,
+        use_scale: bool = True,
+        bias_init: Initializer = _ZEROS,
+        scale_init: Initializer = _ONES,
+        axis_name: str | None = None,
+        axis_index_groups: Any = None,
+        rngs: nnx.Rngs,
+        **spectral_options: Any,
+    ):
+        shared = dict(
+            use_running_average=use_running_average,
+            axis=axis,
+            momentum=momentum,
+            epsilon=epsilon,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            use_bias=use_bias,
+            use_scale=use_scale,
+            bias_init=bias_init,
+            scale_init=scale_init,
+            axis_name=axis_name,
+            axis_index_groups=axis_index_groups,
+            rngs=rngs,
+        )
+        self.batch_norm = nnx.BatchNorm(num_features, **shared)
+        self.spectral_batch_norm = SpectralBatchNorm(num_features, **shared, **spectral_options)
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        """BatchNorm, then SBN; same shape out."""
+        x = self.batch_norm(x, use_running_average=use_running_average)
+        return self.spectral_batch_norm(x, use_running_average=use_running_average)
