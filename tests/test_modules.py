@@ -1,0 +1,201 @@
+"""The linen and NNX modules: variables, running statistics, train/eval, agreement."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import sbn_jax
+from sbn_jax import functional as F
+from sbn_jax import nnx as sbn_nnx
+from tests.reference import reference_sbn
+
+
+def _batches(k, shape=(6, 6, 5, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    return [jnp.asarray(rng.normal(size=shape) * (i + 1) + i, jnp.float32) for i in range(k)]
+
+
+@pytest.mark.parametrize("per_frequency", [False, True])
+def test_linen_variables_start_at_zero_zero_one_with_right_shapes(per_frequency):
+    x = _batches(1)[0]
+    variables = sbn_jax.SpectralBatchNorm(
+        use_running_average=False, per_frequency=per_frequency
+    ).init(jax.random.key(0), x)
+    stats = variables["batch_stats"]
+    shape = (6, 3, 3) if per_frequency else (3,)
+    chex.assert_shape([stats["mean_real"], stats["mean_imag"], stats["var"]], shape)
+    chex.assert_type([stats["mean_real"], stats["mean_imag"], stats["var"]], jnp.float32)
+    chex.assert_trees_all_equal(
+        dict(stats),
+        {"mean_real": jnp.zeros(shape), "mean_imag": jnp.zeros(shape), "var": jnp.ones(shape)},
+    )
+    chex.assert_shape([variables["params"]["scale"], variables["params"]["bias"]], (3,))
+
+
+def test_linen_init_accepts_a_single_example_in_training_mode():
+    module = sbn_jax.SpectralBatchNorm(use_running_average=False, per_frequency=True)
+    variables = module.init(jax.random.key(0), jnp.ones((1, 4, 4, 2)))
+    chex.assert_trees_all_equal(variables["batch_stats"]["var"], jnp.ones((4, 3, 2)))
+
+
+@pytest.mark.parametrize("per_frequency", [False, True])
+def test_linen_running_statistics_equal_closed_form_ema(per_frequency):
+    momentum, batches = 0.8, _batches(4)
+    module = sbn_jax.SpectralBatchNorm(per_frequency=per_frequency, momentum=momentum)
+    variables = module.init(jax.random.key(0), batches[0], use_running_average=False)
+    for x in batches:
+        _, updates = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+        variables = {**variables, **updates}
+
+    k = len(batches)
+    mean, var = np.zeros(()), np.ones(())
+    mean = momentum**k * mean
+    var = momentum**k * var
+    for j, x in enumerate(batches):
+        _, (batch_mean, batch_var) = reference_sbn(x, per_frequency=per_frequency)
+        weight = (1 - momentum) * momentum ** (k - 1 - j)
+        mean = mean + weight * batch_mean
+        var = var + weight * batch_var
+    stats = variables["batch_stats"]
+    np.testing.assert_allclose(stats["mean_real"], mean.real, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats["mean_imag"], mean.imag, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats["var"], var, rtol=1e-4)
+
+    x = batches[-1]
+    y = module.apply(variables, x, use_running_average=True)
+    expected, _ = reference_sbn(x, per_frequency=per_frequency, running=(mean, var))
+    np.testing.assert_allclose(y, expected, atol=2e-5 * max(1, np.abs(expected).max()))
+
+
+def test_linen_eval_does_not_touch_statistics_and_training_does():
+    x = _batches(1)[0]
+    module = sbn_jax.SpectralBatchNorm()
+    variables = module.init(jax.random.key(0), x, use_running_average=False)
+    _, updates = module.apply(variables, x, use_running_average=True, mutable=["batch_stats"])
+    chex.assert_trees_all_equal(updates["batch_stats"], variables["batch_stats"])
+    _, updates = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    assert not np.allclose(updates["batch_stats"]["var"], variables["batch_stats"]["var"])
+    with pytest.raises(ValueError, match="use_running_average"):
+        sbn_jax.SpectralBatchNorm(use_running_average=True).apply(
+            variables, x, use_running_average=False
+        )
+
+
+def test_linen_use_scale_and_use_bias_off_have_no_params():
+    x = _batches(1)[0]
+    variables = sbn_jax.SpectralBatchNorm(use_scale=False, use_bias=False).init(
+        jax.random.key(0), x, use_running_average=True
+    )
+    assert "params" not in variables
+
+
+def test_linen_dtype_and_param_dtype():
+    x = _batches(1)[0].astype(jnp.bfloat16)
+    module = sbn_jax.SpectralBatchNorm(dtype=jnp.float32, param_dtype=jnp.bfloat16)
+    variables = module.init(jax.random.key(0), x, use_running_average=True)
+    chex.assert_type(variables["params"]["scale"], jnp.bfloat16)
+    chex.assert_type(variables["batch_stats"]["var"], jnp.float32)
+    y, updates = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    chex.assert_type(y, jnp.float32)
+    chex.assert_type(updates["batch_stats"]["var"], jnp.float32)
+
+
+def test_spatial_spectral_batch_norm_is_batch_norm_then_sbn():
+    x = _batches(1)[0]
+    module = sbn_jax.SpatialSpectralBatchNorm(momentum=0.9, per_frequency=True)
+    variables = module.init(jax.random.key(0), x, use_running_average=False)
+    y, updates = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+
+    bn, bn_vars = nn.BatchNorm(momentum=0.9), {"params": variables["params"]["BatchNorm_0"]}
+    bn_vars["batch_stats"] = variables["batch_stats"]["BatchNorm_0"]
+    h, bn_updates = bn.apply(bn_vars, x, use_running_average=False, mutable=["batch_stats"])
+    expected, _ = reference_sbn(h, per_frequency=True)
+    np.testing.assert_allclose(y, expected, atol=2e-5)
+    chex.assert_trees_all_close(updates["batch_stats"]["BatchNorm_0"], bn_updates["batch_stats"])
+    assert set(updates["batch_stats"]["SpectralBatchNorm_0"]) == {"mean_real", "mean_imag", "var"}
+
+
+@pytest.mark.parametrize("per_frequency", [False, True])
+def test_nnx_agrees_with_linen(per_frequency):
+    batches = _batches(3)
+    linen = sbn_jax.SpectralBatchNorm(per_frequency=per_frequency)
+    variables = linen.init(jax.random.key(0), batches[0], use_running_average=False)
+    model = sbn_nnx.SpectralBatchNorm(
+        3, per_frequency=per_frequency, spatial_shape=(6, 5), rngs=nnx.Rngs(0)
+    )
+    for x in batches:
+        y_linen, updates = linen.apply(
+            variables, x, use_running_average=False, mutable=["batch_stats"]
+        )
+        variables = {**variables, **updates}
+        np.testing.assert_allclose(model(x), y_linen, atol=1e-6)
+    stats = variables["batch_stats"]
+    for name in ("mean_real", "mean_imag", "var"):
+        np.testing.assert_allclose(getattr(model, name)[...], stats[name], rtol=1e-6, atol=1e-7)
+    model.eval()
+    assert model.use_running_average
+    np.testing.assert_allclose(
+        model(batches[0]), linen.apply(variables, batches[0], use_running_average=True), atol=1e-6
+    )
+
+
+def test_nnx_split_exposes_statistics_and_eval_keeps_them():
+    model = sbn_nnx.SpatialSpectralBatchNorm(3, rngs=nnx.Rngs(0))
+    _, stats, _ = nnx.split(model, nnx.BatchStat, ...)
+    flat = {"/".join(map(str, path)) for path, _ in nnx.to_flat_state(stats)}
+    assert flat == {
+        "batch_norm/mean",
+        "batch_norm/var",
+        "spectral_batch_norm/mean_real",
+        "spectral_batch_norm/mean_imag",
+        "spectral_batch_norm/var",
+    }
+    model.eval()
+    before = nnx.state(model, nnx.BatchStat)
+    model(_batches(1)[0])
+    chex.assert_trees_all_equal(nnx.state(model, nnx.BatchStat), before)
+
+
+def test_nnx_train_step_under_jit_updates_statistics():
+    model = sbn_nnx.SpectralBatchNorm(3, per_frequency=True, spatial_shape=(6, 5), rngs=nnx.Rngs(0))
+
+    @nnx.jit
+    def step(model, x):
+        def loss(model):
+            return jnp.mean(model(x) ** 2)
+
+        return nnx.grad(loss)(model)
+
+    grads = step(model, _batches(1)[0])
+    assert not np.allclose(model.var[...], 1.0)
+    chex.assert_shape(grads.scale[...], (3,))
+
+
+def test_nnx_per_frequency_needs_spatial_shape():
+    with pytest.raises(ValueError, match="spatial_shape"):
+        sbn_nnx.SpectralBatchNorm(3, per_frequency=True, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="input_ndim"):
+        sbn_nnx.SpectralBatchNorm(
+            3, per_frequency=True, spatial_shape=(4, 4), spatial_axes=(2, 3), rngs=nnx.Rngs(0)
+        )
+    model = sbn_nnx.SpectralBatchNorm(
+        3,
+        per_frequency=True,
+        spatial_shape=(4, 4),
+        spatial_axes=(2, 3),
+        input_ndim=5,
+        rngs=nnx.Rngs(0),
+    )
+    chex.assert_shape(model.var[...], (4, 3, 3))
+    chex.assert_shape(
+        model(jnp.ones((2, 2, 4, 4, 3)) + _batches(1, (2, 2, 4, 4, 3))[0]), (2, 2, 4, 4, 3)
+    )
+
+
+def test_statistics_helper_shapes_match_functional():
+    layout = F.resolve_layout(4, 1)
+    assert F.statistics_shape((2, 3, 8, 8), layout, True) == (3, 8, 5)
