@@ -169,7 +169,7 @@ def update_running_statistics(
 
 
 def _check_input(x: jax.Array) -> None:
-    dtype = jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
+    dtype = jnp.result_type(x)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError(
             f"SpectralBatchNorm expects a real floating-point input; got complex {dtype}. "
