@@ -128,7 +128,9 @@ class SpatialSpectralBatchNorm(nn.Module):
     ``epsilon``, ``dtype``, ``param_dtype``, ``use_bias``, ``use_scale``,
     ``axis``, ``axis_name`` and ``axis_index_groups`` apply to both layers.
     Parameters and statistics sit under the submodules ``BatchNorm_0`` and
-    ``SpectralBatchNorm_0``.
+    ``SpectralBatchNorm_0``. ``spectral_scale_init``, when given, replaces
+    ``scale_init`` for the SBN layer only (e.g. zeros at the end of a residual
+    branch: zeroing both scales would leave neither with a gradient).
     """
 
     use_running_average: bool | None = None
@@ -147,6 +149,7 @@ class SpatialSpectralBatchNorm(nn.Module):
     axis_name: str | None = None
     axis_index_groups: Any = None
     impl: str = "auto"
+    spectral_scale_init: Initializer | None = None
 
     @nn.compact
     def __call__(self, x, use_running_average: bool | None = None):
@@ -168,6 +171,8 @@ class SpatialSpectralBatchNorm(nn.Module):
             axis_index_groups=self.axis_index_groups,
         )
         x = nn.BatchNorm(**shared)(x, use_running_average=use_running_average)
+        if self.spectral_scale_init is not None:
+            shared["scale_init"] = self.spectral_scale_init
         return SpectralBatchNorm(
             spatial_axes=self.spatial_axes,
             per_frequency=self.per_frequency,
