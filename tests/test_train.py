@@ -1,0 +1,242 @@
+"""The training loop: loss goes down, parallelisms agree, multi-process, resume, NaN, bad configs.
+
+All runs use CIFAR ResNet-20 with BN + SBN on the 8x8 digits for a few steps.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from train import input_pipeline, train
+from train.configs import default
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tfds"))
+    config = default.get_config()
+    config.data_dir = path
+    input_pipeline.builder(config)  # Builds the digits once for every run below.
+    return path
+
+
+def tiny_config(data_dir, **overrides):
+    config = default.get_config()
+    config.data_dir = data_dir
+    config.batch_size = 16
+    config.eval_batch_size = 360
+    config.num_train_steps = STEPS
+    config.warmup_epochs = 0.02
+    config.log_every_steps = 2
+    config.checkpoint_every_steps = 2
+    config.progress_bar = False
+    config.update(overrides)
+    return config
+
+
+def summary(workdir):
+    with open(os.path.join(workdir, "summary.json")) as f:
+        return json.load(f)
+
+
+# Different device counts sum the batch statistics and gradients in different orders; after
+# a few steps float32 rounding moves weights of size ~0.1 by up to ~3e-5. A wrong reduction
+# (per-device statistics, a missing gradient mean) moves them by orders of magnitude more.
+def assert_states_close(actual, expected, rtol=1e-3, atol=1e-4):
+    assert int(actual.step) == int(expected.step)
+    for name in ("params", "batch_stats"):
+        flat_actual = jax.tree_util.tree_leaves_with_path(getattr(actual, name))
+        flat_expected = jax.tree.leaves(getattr(expected, name))
+        for (path, a), e in zip(flat_actual, flat_expected, strict=True):
+            np.testing.assert_allclose(
+                a, e, rtol=rtol, atol=atol, err_msg=f"{name}{jax.tree_util.keystr(path)}"
+            )
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory):
+    """An uninterrupted pmap run on the 8 devices: (config, workdir, final state)."""
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    config = tiny_config(data_dir, parallelism="pmap")
+    state = train.train_and_evaluate(config, workdir)
+    return config, workdir, state
+
+
+def test_reference_run_writes_outputs(reference):
+    _, workdir, state = reference
+    result = summary(workdir)
+    for key in ("test_accuracy", "test_loss", "steps", "train_examples_per_sec", "wall_seconds"):
+        assert key in result
+    assert result["steps"] == STEPS == int(state.step)
+    assert result["devices"] == 8
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and np.isfinite(result["test_loss"])
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+
+
+def test_train_step_lowers_the_loss(data_dir):
+    config = tiny_config(data_dir, learning_rate=0.8)
+    model = train.create_model(config)
+    schedule = lambda step: 0.05  # noqa: E731
+    state = train.create_train_state(jax.random.key(0), config, model, (8, 8, 1), schedule)
+    batch = next(input_pipeline.train_batches(config))
+    step = jax.jit(
+        lambda s, b: train.train_step(s, b, learning_rate_fn=schedule, label_smoothing=0.1)
+    )
+    losses = []
+    for _ in range(4):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < losses[0], losses
+    assert float(metrics["learning_rate"]) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("parallelism, num_devices", [("jit", 8), ("jit", 1)])
+def test_parallelisms_and_one_device_agree(reference, tmp_path, parallelism, num_devices):
+    config, workdir, expected = reference
+    config = config.copy_and_resolve_references()
+    config.parallelism, config.num_devices = parallelism, num_devices
+    state = train.train_and_evaluate(config, str(tmp_path))
+    assert_states_close(state, expected)
+    result, expected_result = summary(tmp_path), summary(workdir)
+    assert result["devices"] == num_devices
+    assert result["test_loss"] == pytest.approx(expected_result["test_loss"], rel=1e-4)
+    assert result["test_accuracy"] == pytest.approx(expected_result["test_accuracy"], abs=1 / 360)
+
+
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path, monkeypatch):
+    config, workdir, expected = reference
+    real_train_batches = input_pipeline.train_batches
+
+    def dies_at_step_5(config, *, start_step=0, **kwargs):
+        for step, batch in enumerate(real_train_batches(config, start_step=start_step, **kwargs)):
+            if start_step + step + 1 == 5:
+                raise Killed
+            yield batch
+
+    monkeypatch.setattr(input_pipeline, "train_batches", dies_at_step_5)
+    with pytest.raises(Killed):
+        train.train_and_evaluate(config, str(tmp_path))
+    monkeypatch.setattr(input_pipeline, "train_batches", real_train_batches)
+    state = train.train_and_evaluate(config, str(tmp_path))  # The same command again.
+    assert_states_close(state, expected, rtol=1e-6, atol=1e-7)
+    assert summary(tmp_path)["test_loss"] == pytest.approx(summary(workdir)["test_loss"], rel=1e-6)
+
+
+def test_nan_batch_stops_the_run_and_keeps_the_last_good_checkpoint(
+    data_dir, tmp_path, monkeypatch
+):
+    config = tiny_config(data_dir, parallelism="jit", num_devices=1)
+    real_train_batches = input_pipeline.train_batches
+
+    def nan_at_step_5(config, *, start_step=0, **kwargs):
+        for step, batch in enumerate(real_train_batches(config, start_step=start_step, **kwargs)):
+            if start_step + step + 1 == 5:
+                batch = {**batch, "image": np.full_like(batch["image"], np.nan)}
+            yield batch
+
+    monkeypatch.setattr(input_pipeline, "train_batches", nan_at_step_5)
+    with pytest.raises(train.NonFiniteLossError, match=r"step 5.*last good checkpoint \(step 4\)"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+    assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model": "resnet9000"}, "unknown model 'resnet9000'"),
+        ({"norm": "layer"}, "unknown norm 'layer'"),
+        ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+        ({"parallelism": "pjit"}, "unknown parallelism 'pjit'"),
+        ({"batch_size": 12}, "batch_size=12 must be a positive multiple of the 8 devices"),
+        ({"eval_batch_size": 100}, "eval_batch_size=100 must be a positive multiple"),
+        ({"num_devices": 9}, "num_devices=9 but only 8"),
+        ({"checkpoint_every_steps": 0}, "checkpoint_every_steps must be positive"),
+    ],
+)
+def test_bad_config_fails_fast(tmp_path, overrides, message):
+    config = tiny_config(str(tmp_path / "never_built"), **overrides)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        train.train_and_evaluate(config, str(tmp_path / "workdir"))
+    assert not (tmp_path / "never_built").exists() and not (tmp_path / "workdir").exists()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_give_the_single_process_result(reference, tmp_path):
+    config, workdir, expected = reference
+    port = _free_port()
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    overrides = [
+        f"--config.{key}={config[key]}"
+        for key in (
+            "data_dir",
+            "batch_size",
+            "eval_batch_size",
+            "num_train_steps",
+            "warmup_epochs",
+            "log_every_steps",
+            "checkpoint_every_steps",
+            "progress_bar",
+        )
+    ]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "train",
+                f"--workdir={tmp_path}",
+                "--config=train/configs/default.py",
+                "--config.parallelism=jit",
+                *overrides,
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={index}",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    outputs = [p.communicate(timeout=400)[0] for p in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    assert "test accuracy" in outputs[0]
+    result, expected_result = summary(tmp_path), summary(workdir)
+    assert result["processes"] == 2 and result["devices"] == 8
+    assert result["test_loss"] == pytest.approx(expected_result["test_loss"], rel=1e-4)
+    # The final checkpoint holds the single-process state.
+    parallel = train.Parallel("jit", jax.devices()[:1])
+    host_state = jax.tree.map(np.zeros_like, expected)
+    manager = train.checkpoint_manager(str(tmp_path), config)
+    restored = parallel.first(train.restore_checkpoint(manager, parallel, host_state))
+    manager.close()
+    assert_states_close(restored, expected)

@@ -1,0 +1,46 @@
+"""CIFAR ResNet-20 with BN + SBN on scikit-learn's digits: minutes on a laptop CPU, no network.
+
+python -m train --workdir runs/default --config train/configs/default.py
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # Data.
+    config.dataset = "digits"
+    config.data_dir = config_dict.placeholder(str)  # None: tfds's default (~/tensorflow_datasets).
+    config.image_size = config_dict.placeholder(int)  # None: the native size (8x8 for digits).
+    config.crop_padding = 1  # Random translation by up to this many pixels.
+    config.random_flip = False  # Digits are not mirror-symmetric.
+    # Model.
+    config.model = "cifar_resnet20"
+    config.norm = "bn+sbn"
+    config.sbn_stages = config_dict.placeholder(tuple)  # None: SBN in every stage.
+    # Passed to SpectralBatchNorm; listed so that --config.sbn_options.KEY=V can change them.
+    config.sbn_options = ml_collections.ConfigDict({"per_frequency": False, "fft_norm": "ortho"})
+    config.half_precision = False  # bfloat16 activations.
+    # Optimization.
+    config.seed = 0
+    config.batch_size = 64
+    config.eval_batch_size = 120
+    config.num_epochs = 30.0
+    config.num_train_steps = -1  # > 0 overrides num_epochs.
+    config.warmup_epochs = 2.0
+    config.learning_rate = 0.4  # Scaled by batch_size / 256.
+    config.momentum = 0.9
+    config.nesterov = True
+    config.weight_decay = 5e-4
+    config.label_smoothing = 0.0
+    # Devices.
+    config.parallelism = "pmap"  # or "jit" (a Mesh with a "data" axis).
+    config.num_devices = -1  # -1: all devices.
+    # Logging and checkpoints.
+    config.log_every_steps = 20
+    config.eval_every_steps = 0  # 0: evaluate at the end only.
+    config.checkpoint_every_steps = 200
+    config.max_checkpoints_to_keep = 3
+    config.progress_bar = True
+    return config
