@@ -80,6 +80,48 @@ def test_training_matches_reference(shape, axis, spatial_axes, fft_norm, per_fre
         np.testing.assert_allclose(stats.var, var, rtol=1e-4, atol=1e-4)
 
 
+# Every layout with the default norm, every norm on NHWC and 3-D inputs.
+GRADIENT_CASES = [(*layout, "ortho") for layout in LAYOUTS] + [
+    (*layout, norm) for layout in (LAYOUTS[0], LAYOUTS[3]) for norm in ("backward", "forward")
+]
+
+
+@pytest.mark.parametrize("shape,axis,spatial_axes,fft_norm", GRADIENT_CASES)
+@pytest.mark.parametrize("per_frequency", [False, True])
+@pytest.mark.parametrize("use_running_average", [False, True])
+def test_fast_path_gradients_equal_fft_path(
+    shape, axis, spatial_axes, fft_norm, per_frequency, use_running_average
+):
+    """float32 gradients w.r.t. input, scale and bias of every impl equal the "fft" path's."""
+    x, scale, bias, running = _random_case(shape, axis, spatial_axes, per_frequency, seed=3)
+    args = tuple(jnp.asarray(v, jnp.float32) for v in (x, scale, bias))
+    cotangent = jnp.asarray(np.random.default_rng(4).normal(size=shape), jnp.float32)
+
+    def gradients(impl):
+        def loss(x, scale, bias):
+            y, _ = F.spectral_batch_norm(
+                x,
+                scale=scale,
+                bias=bias,
+                running=_as_statistics(running),
+                use_running_average=use_running_average,
+                axis=axis,
+                spatial_axes=spatial_axes,
+                per_frequency=per_frequency,
+                fft_norm=fft_norm,
+                impl=impl,
+            )
+            return jnp.sum(y * cotangent)
+
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*args)
+
+    expected = gradients("fft")
+    for impl in IMPLS[per_frequency][1:]:
+        for name, got, want in zip(("x", "scale", "bias"), gradients(impl), expected, strict=True):
+            tol = 3e-5 * max(1.0, float(jnp.abs(want).max()))
+            np.testing.assert_allclose(got, want, atol=tol, err_msg=f"{impl}: d/d{name}")
+
+
 @pytest.mark.parametrize("shape,axis,spatial_axes", LAYOUTS)
 @pytest.mark.parametrize("fft_norm", F.FFT_NORMS)
 @pytest.mark.parametrize("per_frequency", [False, True])
