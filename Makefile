@@ -28,6 +28,7 @@ train: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.resnet50
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

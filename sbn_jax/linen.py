@@ -15,7 +15,28 @@ Dtype = Any
 Initializer = Any
 
 
-class SpectralBatchNorm(nn.Module):
+class _SpectralOptions(nn.Module):
+    """The attributes shared by both modules; documented on :class:`SpectralBatchNorm`."""
+
+    use_running_average: bool | None = None
+    axis: int = -1
+    spatial_axes: Sequence[int] | None = None
+    per_frequency: bool = False
+    fft_norm: str = "ortho"
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    use_bias: bool = True
+    use_scale: bool = True
+    bias_init: Initializer = initializers.zeros
+    scale_init: Initializer = initializers.ones
+    axis_name: str | None = None
+    axis_index_groups: Any = None
+    impl: str = "auto"
+
+
+class SpectralBatchNorm(_SpectralOptions):
     """Spectral Batch Normalization (Cakaj et al., IJCNN 2023) for flax.linen.
 
     Normalizes ``rfftn(x)`` over the batch (and, with channel statistics, over
@@ -51,23 +72,6 @@ class SpectralBatchNorm(nn.Module):
       impl: "auto", "fft", "closed_form" or "matmul"; all compute the same
         function (see :mod:`sbn_jax.functional`).
     """
-
-    use_running_average: bool | None = None
-    axis: int = -1
-    spatial_axes: Sequence[int] | None = None
-    per_frequency: bool = False
-    fft_norm: str = "ortho"
-    momentum: float = 0.99
-    epsilon: float = 1e-5
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-    use_bias: bool = True
-    use_scale: bool = True
-    bias_init: Initializer = initializers.zeros
-    scale_init: Initializer = initializers.ones
-    axis_name: str | None = None
-    axis_index_groups: Any = None
-    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, use_running_average: bool | None = None):
@@ -121,7 +125,7 @@ class SpectralBatchNorm(nn.Module):
         return y
 
 
-class SpatialSpectralBatchNorm(nn.Module):
+class SpatialSpectralBatchNorm(_SpectralOptions):
     """``flax.linen.BatchNorm`` followed by :class:`SpectralBatchNorm`, as in the paper.
 
     Takes the attributes of :class:`SpectralBatchNorm`; ``momentum``,
@@ -133,22 +137,6 @@ class SpatialSpectralBatchNorm(nn.Module):
     branch: zeroing both scales would leave neither with a gradient).
     """
 
-    use_running_average: bool | None = None
-    axis: int = -1
-    spatial_axes: Sequence[int] | None = None
-    per_frequency: bool = False
-    fft_norm: str = "ortho"
-    momentum: float = 0.99
-    epsilon: float = 1e-5
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-    use_bias: bool = True
-    use_scale: bool = True
-    bias_init: Initializer = initializers.zeros
-    scale_init: Initializer = initializers.ones
-    axis_name: str | None = None
-    axis_index_groups: Any = None
-    impl: str = "auto"
     spectral_scale_init: Initializer | None = None
 
     @nn.compact

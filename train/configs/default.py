@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.sbn_stages = config_dict.placeholder(tuple)  # None: SBN in every stage.
     # Passed to SpectralBatchNorm; listed so that --config.sbn_options.KEY=V can change them.
     config.sbn_options = ml_collections.ConfigDict({"per_frequency": False, "fft_norm": "ortho"})
+    config.zero_init_residual = False  # Zero scale of each residual block's last norm.
     config.half_precision = False  # bfloat16 activations.
     # Optimization.
     config.seed = 0

@@ -15,6 +15,7 @@ def get_config():
     config.shuffle_buffer_size = 16 * 128  # Per process.
     config.model = "resnet50"
     config.norm = "bn+sbn"
+    config.zero_init_residual = True  # As the anchor's bottleneck blocks (SBN's scale only).
     config.half_precision = True
     config.batch_size = 1024
     config.eval_batch_size = 1024
