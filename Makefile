@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for `make test`; each worker holds its own JAX runtime (~1-2 GiB).
+TEST_WORKERS ?= 2
 
 .PHONY: install test lint train bench clean
 
@@ -21,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --durations=10
 
 train: $(STAMP)
 	$(BIN)/python -m train --workdir runs/default --config train/configs/default.py

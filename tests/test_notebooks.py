@@ -6,7 +6,8 @@ where ``pip install -e .[dev,train,notebooks]`` ran, with nothing registered
 globally. The notebooks run on one CPU device: the eight virtual devices that
 conftest.py configures for this process are removed from the kernel's
 ``XLA_FLAGS``. The executed copies are discarded; the committed notebooks keep
-their outputs.
+their outputs, and the figures go to a temporary directory (``SBN_JAX_FIGURES``)
+so that a test run leaves ``docs/figures`` as committed.
 """
 
 import json
@@ -24,7 +25,12 @@ CELL_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
-def kernel_name(tmp_path_factory):
+def figures_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("figures")
+
+
+@pytest.fixture(scope="module")
+def kernel_name(tmp_path_factory, figures_dir):
     jupyter_path = tmp_path_factory.mktemp("jupyter")
     spec_dir = jupyter_path / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
@@ -36,6 +42,7 @@ def kernel_name(tmp_path_factory):
         "env": {
             "XLA_FLAGS": " ".join(f for f in flags if "device_count" not in f),
             "MPLBACKEND": "agg",
+            "SBN_JAX_FIGURES": str(figures_dir),
         },
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
@@ -45,7 +52,7 @@ def kernel_name(tmp_path_factory):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_without_errors(path, kernel_name):
+def test_notebook_runs_without_errors_and_saves_its_figures(path, kernel_name, figures_dir):
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
@@ -62,6 +69,10 @@ def test_notebook_runs_without_errors(path, kernel_name):
         if output.get("output_type") == "error"
     ]
     assert not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
+    # Figures are named after their notebook's number, e.g. 02_exploding_feature_maps.png.
+    saved = sorted(figures_dir.glob(f"{path.name[:3]}*.png"))
+    assert saved, f"{path.name} saved no figure to {figures_dir}"
+    assert all(figure.stat().st_size > 10_000 for figure in saved), saved
 
 
 def test_notebooks_are_committed_with_outputs():
