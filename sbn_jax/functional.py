@@ -425,9 +425,10 @@ def _through_fft(x, stats, layout, *, per_frequency, **options):
     nb = len(layout.batch_axes)
     moved = Layout(layout.ndim, nb, tuple(range(nb + 1, layout.ndim)), tuple(range(nb)))
     # Per-frequency statistics keep the caller's order of the non-batch axes.
-    kept = tuple(i for i in range(layout.ndim) if i not in layout.batch_axes)
+    kept = sorted(order[nb:])
+    stats_to_moved = tuple(kept.index(i) for i in order[nb:])
     if stats is not None and per_frequency:
-        stats = Statistics(*(jnp.transpose(s, [kept.index(i) for i in order[nb:]]) for s in stats))
+        stats = _transpose_all(stats, stats_to_moved)
     y, stats = _through_spectrum(
         jnp.transpose(x, order),
         stats,
@@ -438,27 +439,38 @@ def _through_fft(x, stats, layout, *, per_frequency, **options):
         **options,
     )
     if per_frequency:
-        stats = Statistics(*(jnp.transpose(s, [order[nb:].index(i) for i in kept]) for s in stats))
-    return jnp.transpose(y, [order.index(i) for i in range(layout.ndim)]), stats
+        stats = _transpose_all(stats, _inverse(stats_to_moved))
+    return jnp.transpose(y, _inverse(order)), stats
 
 
-def _flat_leading(x: jax.Array, trailing: int) -> tuple[jax.Array, tuple[int, ...]]:
-    """Merges all but the last ``trailing`` axes into one; returns it and their old shape."""
-    lead = x.shape[: x.ndim - trailing]
-    return x.reshape(math.prod(lead), *x.shape[x.ndim - trailing :]), lead
+def _inverse(permutation: Sequence[int]) -> tuple[int, ...]:
+    return tuple(permutation.index(i) for i in range(len(permutation)))
+
+
+def _transpose_all(stats: Statistics, permutation: tuple[int, ...]) -> Statistics:
+    return jax.tree.map(lambda s: jnp.transpose(s, permutation), stats)
 
 
 # Both transforms take their axes last (see _through_fft) and see a (batch, *signal) operand:
 # with several leading axes, XLA's CPU FFT fails a layout check (RET_CHECK in fft_thunk.cc) on
 # batch-sharded inputs under jit (jax 0.10.2, tests/test_multidevice.py).
-def _fft_rfftn(x: jax.Array, axes: tuple[int, ...], norm: str) -> jax.Array:
+def _flat_leading(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, tuple[int, ...]]:
+    """Merges the axes before ``axes`` (which must be the last ones) into one.
+
+    Returns the merged array and the merged axes' old shape.
+    """
     assert axes == tuple(range(x.ndim - len(axes), x.ndim)), (x.shape, axes)
-    flat, lead = _flat_leading(x, len(axes))
+    lead = x.shape[: x.ndim - len(axes)]
+    return x.reshape(math.prod(lead), *x.shape[x.ndim - len(axes) :]), lead
+
+
+def _fft_rfftn(x: jax.Array, axes: tuple[int, ...], norm: str) -> jax.Array:
+    flat, lead = _flat_leading(x, axes)
     spectrum = jnp.fft.rfftn(flat, axes=tuple(range(1, flat.ndim)), norm=norm)
     return spectrum.reshape(*lead, *spectrum.shape[1:])
 
 
 def _fft_irfftn(spectrum: jax.Array, axes: tuple[int, ...], sizes: tuple[int, ...], norm: str):
-    flat, lead = _flat_leading(spectrum, len(axes))
+    flat, lead = _flat_leading(spectrum, axes)
     y = jnp.fft.irfftn(flat, s=sizes, axes=tuple(range(1, flat.ndim)), norm=norm)
     return y.reshape(*lead, *y.shape[1:])
