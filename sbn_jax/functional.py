@@ -286,6 +286,39 @@ def normalize_spectrum(
     return out
 
 
+def batch_norm_affine_before_sbn(
+    per_frequency: bool, use_scale: bool, use_bias: bool, redundant_affine: bool = False
+) -> tuple[bool, bool]:
+    """``(use_scale, use_bias)`` of a BatchNorm that feeds SBN directly.
+
+    SBN's training-mode output does not change when a channel of its input is
+    multiplied by a positive constant (up to ``epsilon``): the spectral variance
+    divides it out. With per-frequency statistics it does not change either when
+    a constant is added to a channel: that only moves the DC bin, whose batch
+    mean is subtracted. So the BatchNorm's scale is redundant before SBN, and
+    with per-frequency statistics its bias too: their exact gradient is zero,
+    their float32 gradient is rounding noise, and, with weight decay on kernels
+    only, nothing holds them (they random-walk with the rounding, and the
+    running statistics then carry the walk into eval). Without them the pair
+    computes the same functions (a BatchNorm scale ``g > 0`` and bias ``b`` act
+    as a bias ``b / g``; a negative ``g`` as a sign flip of SBN's scale).
+
+    Args:
+      per_frequency: the SBN's statistics.
+      use_scale: the caller's ``use_scale`` for both layers.
+      use_bias: the caller's ``use_bias`` for both layers.
+      redundant_affine: keep the BatchNorm's affine map as asked, as in the
+        paper's PyTorch layers (whose recipes decay every parameter, which pins
+        the redundant directions).
+
+    Returns:
+      The BatchNorm's ``(use_scale, use_bias)``.
+    """
+    if redundant_affine:
+        return use_scale, use_bias
+    return False, use_bias and not per_frequency
+
+
 def compute_dtype(dtype: Any) -> jnp.dtype:
     """The real dtype the spectrum is computed in: float32, or float64 for float64 inputs."""
     return jnp.promote_types(dtype, jnp.float32)
@@ -322,7 +355,7 @@ def spectral_batch_norm(
     axis: int = -1,
     spatial_axes: Sequence[int] | None = None,
     per_frequency: bool = False,
-    fft_norm: str = "ortho",
+    fft_norm: str = "backward",
     epsilon: float = 1e-5,
     axis_name: Any = None,
     axis_index_groups: Any = None,
@@ -341,8 +374,11 @@ def spectral_batch_norm(
       axis: the feature axis.
       spatial_axes: transformed axes (see :func:`resolve_layout`).
       per_frequency: one statistic per (bin, channel) instead of per channel.
-      fft_norm: ``"ortho"``, ``"backward"`` or ``"forward"``, used by both
-        transforms so that they are an exact inverse pair.
+      fft_norm: ``"backward"`` (the paper's convention), ``"ortho"`` or
+        ``"forward"``, used by both transforms so that they are an exact
+        inverse pair. With "backward" the output's RMS is about
+        ``scale / sqrt(n)`` for ``n`` spatial positions; with "ortho" about
+        ``scale``.
       epsilon: added to the variance.
       axis_name: pmap/shard_map axis for cross-device statistics.
       axis_index_groups: device groups for the statistics.

@@ -22,7 +22,7 @@ class _SpectralOptions(nn.Module):
     axis: int = -1
     spatial_axes: Sequence[int] | None = None
     per_frequency: bool = False
-    fft_norm: str = "ortho"
+    fft_norm: str = "backward"
     momentum: float = 0.99
     epsilon: float = 1e-5
     dtype: Dtype | None = None
@@ -57,8 +57,11 @@ class SpectralBatchNorm(_SpectralOptions):
       spatial_axes: axes to transform; default all but axis 0 and ``axis``.
       per_frequency: one statistic per (frequency bin, channel) instead of per
         channel.
-      fft_norm: "ortho" (default; unitary, so ``scale`` means what it means in
-        BatchNorm), "backward" or "forward".
+      fft_norm: "backward" (default: the paper's Eq. 1, an unnormalized forward
+        transform and an inverse divided by the spatial size ``n``; the output
+        then has RMS about ``scale / sqrt(n)``), "ortho" (unitary: the output has
+        unit RMS, so after a BatchNorm SBN is close to the identity) or
+        "forward".
       momentum: decay of the running average (Flax convention).
       epsilon: added to the variance.
       dtype: output dtype; default the input's. Spectra are float32.
@@ -134,10 +137,17 @@ class SpatialSpectralBatchNorm(_SpectralOptions):
     Parameters and statistics sit under the submodules ``BatchNorm_0`` and
     ``SpectralBatchNorm_0``. ``spectral_scale_init``, when given, replaces
     ``scale_init`` for the SBN layer only (e.g. zeros at the end of a residual
-    branch: zeroing both scales would leave neither with a gradient).
+    branch).
+
+    The BatchNorm has no scale, and with per-frequency statistics no bias
+    either: SBN's invariances make them redundant (see
+    :func:`sbn_jax.functional.batch_norm_affine_before_sbn`; the function class
+    is the same). ``redundant_affine=True`` keeps them, as the paper's PyTorch
+    layers do; train it with weight decay on every parameter, as the paper did.
     """
 
     spectral_scale_init: Initializer | None = None
+    redundant_affine: bool = False
 
     @nn.compact
     def __call__(self, x, use_running_average: bool | None = None):
@@ -151,17 +161,22 @@ class SpatialSpectralBatchNorm(_SpectralOptions):
             epsilon=self.epsilon,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            use_bias=self.use_bias,
-            use_scale=self.use_scale,
             bias_init=self.bias_init,
             scale_init=self.scale_init,
             axis_name=self.axis_name,
             axis_index_groups=self.axis_index_groups,
         )
-        x = nn.BatchNorm(**shared)(x, use_running_average=use_running_average)
+        bn_scale, bn_bias = functional.batch_norm_affine_before_sbn(
+            self.per_frequency, self.use_scale, self.use_bias, self.redundant_affine
+        )
+        x = nn.BatchNorm(use_scale=bn_scale, use_bias=bn_bias, **shared)(
+            x, use_running_average=use_running_average
+        )
         if self.spectral_scale_init is not None:
             shared["scale_init"] = self.spectral_scale_init
         return SpectralBatchNorm(
+            use_scale=self.use_scale,
+            use_bias=self.use_bias,
             spatial_axes=self.spatial_axes,
             per_frequency=self.per_frequency,
             fft_norm=self.fft_norm,

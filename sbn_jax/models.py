@@ -15,7 +15,7 @@ follows each convolution:
 as stage 0, a block's shortcut projection belongs to the block's stage): with
 ``norm`` ``"sbn"`` or ``"bn+sbn"`` the norms of the other stages are plain
 BatchNorm. ``sbn_options`` go to every SBN layer (e.g. ``per_frequency``,
-``fft_norm``, ``impl``). Norm layers use momentum 0.9 and epsilon 1e-5, the
+``fft_norm``, ``impl``; ``redundant_affine`` to every BN+SBN pair). Norm layers use momentum 0.9 and epsilon 1e-5, the
 PyTorch defaults the published results were trained with. With ``axis_name``
 the batch statistics are averaged over that pmap/shard_map axis. ``dtype`` is
 the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
@@ -23,8 +23,13 @@ the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
 Parameter counts equal the published ones (with ``norm="bn"``): ResNet-18
 11,689,512, ResNet-50 25,557,032 (1000 classes), CIFAR ResNet-20 0.27M and
 ResNet-110 1.7M, WRN-28-10 36.5M (10 classes). SBN adds the same two vectors
-per layer as BatchNorm, so ``bn+sbn`` adds one BatchNorm's worth of parameters
-per norm layer.
+per layer as BatchNorm; in ``bn+sbn`` the BatchNorm keeps only its bias (SBN
+makes its scale redundant, see :class:`sbn_jax.SpatialSpectralBatchNorm`), so
+``bn+sbn`` adds 1.5 BatchNorms' worth of parameters per norm layer (one with
+per-frequency statistics).
+
+``activation`` (``"relu"``, the published models' choice, ``"gelu"`` or
+``"silu"``) follows every norm and every residual sum.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ from flax.core import FrozenDict
 from sbn_jax.linen import SpatialSpectralBatchNorm, SpectralBatchNorm
 
 NORMS = ("none", "bn", "sbn", "bn+sbn")
+# ReLU is what the published models use. The smooth ones have no kink, so their gradients are
+# continuous in the parameters; see README, "Reproducibility across device counts".
+ACTIVATIONS: dict[str, Callable] = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}
 NORM_MOMENTUM = 0.9
 NORM_EPSILON = 1e-5
 
@@ -98,6 +106,7 @@ class Norm(nn.Module):
         if self.kind == "bn":
             return nn.BatchNorm(scale_init=scale_init, **common, name="BatchNorm")(x)
         if self.kind == "sbn":
+            options.pop("redundant_affine", None)  # No BatchNorm before it.
             return SpectralBatchNorm(
                 scale_init=scale_init, **common, **options, name="SpectralBatchNorm"
             )(x)
@@ -139,6 +148,7 @@ class _Classifier(nn.Module):
     sbn_stages: Sequence[int] | None = None
     sbn_options: Mapping[str, Any] | None = None
     zero_init_residual: bool = False
+    activation: Callable = nn.relu
     dtype: Dtype = jnp.float32
     axis_name: str | None = None
 
@@ -187,12 +197,13 @@ class BasicBlock(nn.Module):
     norm: ModuleDef
     zero_init: bool = False
     shortcut: str = "projection"
+    activation: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
         residual = x
         y = self.conv(self.features, 3, self.strides)(x)
-        y = nn.relu(self.norm()(y))
+        y = self.activation(self.norm()(y))
         y = self.conv(self.features, 3)(y)
         y = self.norm(zero_init=self.zero_init)(y)
         if residual.shape != y.shape:
@@ -203,7 +214,7 @@ class BasicBlock(nn.Module):
                 residual = residual[:, :: self.strides, :: self.strides, :]
                 missing = self.features - residual.shape[-1]
                 residual = jnp.pad(residual, ((0, 0), (0, 0), (0, 0), (0, missing)))
-        return nn.relu(y + residual)
+        return self.activation(y + residual)
 
 
 class BottleneckBlock(nn.Module):
@@ -214,18 +225,19 @@ class BottleneckBlock(nn.Module):
     conv: ModuleDef
     norm: ModuleDef
     zero_init: bool = False
+    activation: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
         residual = x
-        y = nn.relu(self.norm()(self.conv(self.features, 1)(x)))
-        y = nn.relu(self.norm()(self.conv(self.features, 3, self.strides)(y)))
+        y = self.activation(self.norm()(self.conv(self.features, 1)(x)))
+        y = self.activation(self.norm()(self.conv(self.features, 3, self.strides)(y)))
         y = self.conv(4 * self.features, 1)(y)
         y = self.norm(zero_init=self.zero_init)(y)
         if residual.shape != y.shape:
             residual = self.conv(4 * self.features, 1, self.strides, name="projection")(residual)
             residual = self.norm(name="projection_norm")(residual)
-        return nn.relu(y + residual)
+        return self.activation(y + residual)
 
 
 class PreActBlock(nn.Module):
@@ -237,12 +249,13 @@ class PreActBlock(nn.Module):
     norm: ModuleDef
     dropout_rate: float = 0.0
     train: bool = False
+    activation: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
-        activated = nn.relu(self.norm()(x))
+        activated = self.activation(self.norm()(x))
         y = self.conv(self.features, 3, self.strides)(activated)
-        y = nn.relu(self.norm()(y))
+        y = self.activation(self.norm()(y))
         y = nn.Dropout(self.dropout_rate, deterministic=not self.train)(y)
         y = self.conv(self.features, 3)(y)
         if x.shape != y.shape:
@@ -257,10 +270,11 @@ class ConvBlock(nn.Module):
     features: int
     conv: ModuleDef
     norm: ModuleDef
+    activation: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
-        return nn.relu(self.norm()(self.conv(self.features, 3)(x)))
+        return self.activation(self.norm()(self.conv(self.features, 3)(x)))
 
 
 BLOCK_TYPES = (BasicBlock, BottleneckBlock, PreActBlock, ConvBlock)
@@ -282,7 +296,7 @@ class ResNet(_Classifier):
         _validate_stages(self.sbn_stages, len(self.stage_sizes), type(self).__name__)
         x = jnp.asarray(x, self.dtype)
         x = self.conv(64, 7, 2, name="stem")(x)
-        x = nn.relu(self.norm_for(0, train)(name="stem_norm")(x))
+        x = self.activation(self.norm_for(0, train)(name="stem_norm")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for stage, size in enumerate(self.stage_sizes):
             for i in range(size):
@@ -292,6 +306,7 @@ class ResNet(_Classifier):
                     conv=self.conv,
                     norm=self.norm_for(stage, train),
                     zero_init=self.zero_init_residual,
+                    activation=self.activation,
                 )(x)
         return self.head(x)
 
@@ -314,7 +329,7 @@ class CifarResNet(_Classifier):
         _validate_stages(self.sbn_stages, 3, type(self).__name__)
         x = jnp.asarray(x, self.dtype)
         x = self.conv(16, 3, name="stem")(x)
-        x = nn.relu(self.norm_for(0, train)(name="stem_norm")(x))
+        x = self.activation(self.norm_for(0, train)(name="stem_norm")(x))
         for stage in range(3):
             for i in range((self.depth - 2) // 6):
                 x = BasicBlock(
@@ -324,6 +339,7 @@ class CifarResNet(_Classifier):
                     norm=self.norm_for(stage, train),
                     zero_init=self.zero_init_residual,
                     shortcut="pad",
+                    activation=self.activation,
                 )(x)
         return self.head(x)
 
@@ -358,8 +374,9 @@ class WideResNet(_Classifier):
                     norm=self.norm_for(stage, train),
                     dropout_rate=self.dropout_rate,
                     train=train,
+                    activation=self.activation,
                 )(x)
-        x = nn.relu(self.norm_for(2, train)(name="final_norm")(x))
+        x = self.activation(self.norm_for(2, train)(name="final_norm")(x))
         return self.head(x)
 
 
@@ -390,7 +407,12 @@ class VGG(_Classifier):
         x = jnp.asarray(x, self.dtype)
         for stage, widths in enumerate(layout):
             for features in widths:
-                x = ConvBlock(features, conv=self.conv, norm=self.norm_for(stage, train))(x)
+                x = ConvBlock(
+                    features,
+                    conv=self.conv,
+                    norm=self.norm_for(stage, train),
+                    activation=self.activation,
+                )(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
         return self.head(x)
 
@@ -419,6 +441,7 @@ def create_model(
     sbn_stages: Sequence[int] | None = None,
     sbn_options: Mapping[str, Any] | None = None,
     zero_init_residual: bool = False,
+    activation: str = "relu",
     dtype: Dtype = jnp.float32,
     axis_name: str | None = None,
     **kwargs: Any,
@@ -426,17 +449,28 @@ def create_model(
     """The model registered as ``name`` in :data:`MODELS`; see the module docstring.
 
     Raises:
-      ValueError: unknown ``name`` or ``norm``, ``num_classes < 1``, or SBN
-        options that :class:`sbn_jax.SpectralBatchNorm` does not take.
+      ValueError: unknown ``name``, ``norm`` or ``activation`` (a name in
+        :data:`ACTIVATIONS`), ``num_classes < 1``, or SBN options that
+        :class:`sbn_jax.SpectralBatchNorm` does not take.
     """
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     sbn_options = dict(sbn_options or {})
-    allowed = {"per_frequency", "fft_norm", "impl", "spatial_axes", "use_bias", "use_scale"}
+    allowed = {
+        "per_frequency",
+        "fft_norm",
+        "impl",
+        "spatial_axes",
+        "use_bias",
+        "use_scale",
+        "redundant_affine",
+    }
     unknown = sorted(set(sbn_options) - allowed)
     if unknown:
         raise ValueError(f"sbn_options may set {sorted(allowed)}, got unknown keys {unknown}")
@@ -446,6 +480,7 @@ def create_model(
         sbn_stages=None if sbn_stages is None else tuple(sbn_stages),
         sbn_options=FrozenDict(sbn_options),
         zero_init_residual=zero_init_residual,
+        activation=ACTIVATIONS[activation],
         dtype=dtype,
         axis_name=axis_name,
         **kwargs,

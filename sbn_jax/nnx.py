@@ -93,7 +93,7 @@ class SpectralBatchNorm(nnx.Module):
         per_frequency: bool = False,
         spatial_shape: Sequence[int] | None = None,
         input_ndim: int | None = None,
-        fft_norm: str = "ortho",
+        fft_norm: str = "backward",
         momentum: float = 0.99,
         epsilon: float = 1e-5,
         dtype: Dtype | None = None,
@@ -179,7 +179,9 @@ class SpatialSpectralBatchNorm(nnx.Module):
     ``epsilon``, ``dtype``, ``param_dtype``, ``use_bias``, ``use_scale``,
     ``bias_init``, ``scale_init``, ``axis``, ``axis_name`` and
     ``axis_index_groups`` apply to both layers, available as ``.batch_norm``
-    and ``.spectral_batch_norm``.
+    and ``.spectral_batch_norm``. As in :class:`sbn_jax.linen.SpatialSpectralBatchNorm`,
+    the BatchNorm drops the affine parameters that SBN makes redundant unless
+    ``redundant_affine=True``.
     """
 
     def __init__(
@@ -198,6 +200,7 @@ class SpatialSpectralBatchNorm(nnx.Module):
         scale_init: Initializer = _ONES,
         axis_name: str | None = None,
         axis_index_groups: Any = None,
+        redundant_affine: bool = False,
         rngs: nnx.Rngs,
         **spectral_options: Any,
     ):
@@ -208,16 +211,21 @@ class SpatialSpectralBatchNorm(nnx.Module):
             epsilon=epsilon,
             dtype=dtype,
             param_dtype=param_dtype,
-            use_bias=use_bias,
-            use_scale=use_scale,
             bias_init=bias_init,
             scale_init=scale_init,
             axis_name=axis_name,
             axis_index_groups=axis_index_groups,
             rngs=rngs,
         )
-        self.batch_norm = nnx.BatchNorm(num_features, **shared)
-        self.spectral_batch_norm = SpectralBatchNorm(num_features, **shared, **spectral_options)
+        bn_scale, bn_bias = functional.batch_norm_affine_before_sbn(
+            spectral_options.get("per_frequency", False), use_scale, use_bias, redundant_affine
+        )
+        self.batch_norm = nnx.BatchNorm(
+            num_features, use_scale=bn_scale, use_bias=bn_bias, **shared
+        )
+        self.spectral_batch_norm = SpectralBatchNorm(
+            num_features, use_scale=use_scale, use_bias=use_bias, **shared, **spectral_options
+        )
 
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         """BatchNorm, then SBN; same shape out."""

@@ -23,7 +23,7 @@ def reference_sbn(
     axis=-1,
     spatial_axes=None,
     per_frequency=False,
-    fft_norm="ortho",
+    fft_norm="backward",
     epsilon=1e-5,
     scale=None,
     bias=None,

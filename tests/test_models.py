@@ -44,9 +44,9 @@ def test_parameter_counts_equal_published(name, num_classes, size, expected, tol
 
 
 def _norm_layers(variables):
-    """Names of the norm submodules, by type, from the params tree."""
-    flat = flax.traverse_util.flatten_dict(variables["params"])
-    return {"/".join(path[:-1]) for path in flat if path[-1] == "scale"}
+    """Names of the norm submodules, from the statistics they keep."""
+    flat = flax.traverse_util.flatten_dict(variables.get("batch_stats", {}))
+    return {"/".join(path[:-1]) for path in flat if path[-1] in ("var", "mean")}
 
 
 LAYER_SUFFIXES = {
@@ -144,9 +144,9 @@ def test_zero_init_residual_makes_blocks_identity_at_init():
     first, second = (state["intermediates"][f"BasicBlock_{i}"]["__call__"][0] for i in (0, 1))
     np.testing.assert_allclose(second, first, atol=1e-6)
     last = variables["params"]["BasicBlock_0"]["Norm_1"]["SpatialSpectralBatchNorm"]
-    # Only SBN's scale is zero: BatchNorm's stays one so that both get gradients.
+    # SBN's scale is zero; the BatchNorm before it has no scale (SBN makes it redundant).
     assert np.all(last["SpectralBatchNorm_0"]["scale"] == 0)
-    assert np.all(last["BatchNorm_0"]["scale"] == 1)
+    assert set(last["BatchNorm_0"]) == {"bias"}
 
 
 def test_per_frequency_options_pass_through():
@@ -165,6 +165,7 @@ def test_per_frequency_options_pass_through():
         ({"norm": "layernorm"}, "norm must be one of"),
         ({"num_classes": 0}, "num_classes must be a positive integer"),
         ({"sbn_options": {"momentum": 0.5}}, "unknown keys"),
+        ({"activation": "swish"}, "activation must be one of"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
@@ -182,3 +183,20 @@ def test_bad_stages_and_inputs_raise_clear_errors():
     model = models.create_model("cifar_resnet20", num_classes=10)
     with pytest.raises(ValueError, match=r"expects NHWC images"):
         model.init(jax.random.key(0), jnp.zeros((8, 8, 3)), train=False)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "silu"])
+def test_activation_follows_every_norm_and_residual_sum(activation):
+    model = models.create_model("cifar_resnet20", num_classes=10, norm="bn", activation=activation)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 8, 8, 1)), jnp.float32)
+    variables = model.init(jax.random.key(0), x, train=False)
+    _, state = model.apply(
+        variables,
+        x,
+        train=False,
+        capture_intermediates=lambda m, name: isinstance(m, models.BasicBlock),
+        mutable=["intermediates"],
+    )
+    out = state["intermediates"]["BasicBlock_0"]["__call__"][0]
+    # ReLU outputs are never negative; GELU and SiLU outputs are, somewhere.
+    assert bool(jnp.all(out >= 0)) == (activation == "relu")

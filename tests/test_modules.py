@@ -1,6 +1,7 @@
 """The linen and NNX modules: variables, running statistics, train/eval, agreement."""
 
 import chex
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -104,16 +105,24 @@ def test_linen_dtype_and_param_dtype():
     chex.assert_type(updates["batch_stats"]["var"], jnp.float32)
 
 
-def test_spatial_spectral_batch_norm_is_batch_norm_then_sbn():
+@pytest.mark.parametrize("per_frequency", [False, True])
+def test_spatial_spectral_batch_norm_is_batch_norm_then_sbn(per_frequency):
     x = _batches(1)[0]
-    module = sbn_jax.SpatialSpectralBatchNorm(momentum=0.9, per_frequency=True)
+    module = sbn_jax.SpatialSpectralBatchNorm(momentum=0.9, per_frequency=per_frequency)
     variables = module.init(jax.random.key(0), x, use_running_average=False)
+    variables = jax.tree.map(lambda v: v + 0.3, variables)  # A generic point, not the init.
     y, updates = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
 
-    bn, bn_vars = nn.BatchNorm(momentum=0.9), {"params": variables["params"]["BatchNorm_0"]}
-    bn_vars["batch_stats"] = variables["batch_stats"]["BatchNorm_0"]
+    # The BatchNorm keeps its bias with channel statistics and nothing with per-frequency ones.
+    bn_params = variables["params"].get("BatchNorm_0", {})
+    assert set(bn_params) == (set() if per_frequency else {"bias"})
+    bn = nn.BatchNorm(momentum=0.9, use_scale=False, use_bias=not per_frequency)
+    bn_vars = {"params": bn_params, "batch_stats": variables["batch_stats"]["BatchNorm_0"]}
     h, bn_updates = bn.apply(bn_vars, x, use_running_average=False, mutable=["batch_stats"])
-    expected, _ = reference_sbn(h, per_frequency=True)
+    sbn = variables["params"]["SpectralBatchNorm_0"]
+    expected, _ = reference_sbn(
+        h, per_frequency=per_frequency, scale=np.asarray(sbn["scale"]), bias=np.asarray(sbn["bias"])
+    )
     np.testing.assert_allclose(y, expected, atol=2e-5)
     chex.assert_trees_all_close(updates["batch_stats"]["BatchNorm_0"], bn_updates["batch_stats"])
     assert set(updates["batch_stats"]["SpectralBatchNorm_0"]) == {"mean_real", "mean_imag", "var"}
@@ -140,6 +149,119 @@ def test_nnx_agrees_with_linen(per_frequency):
     assert model.use_running_average
     np.testing.assert_allclose(
         model(batches[0]), linen.apply(variables, batches[0], use_running_average=True), atol=1e-6
+    )
+
+
+def _sbn_training_output(x, per_frequency, channel_scale=1.0, channel_shift=0.0):
+    # A tiny epsilon: the invariances are exact only where epsilon is negligible.
+    y, _ = F.spectral_batch_norm(
+        x * channel_scale + channel_shift, per_frequency=per_frequency, impl="fft", epsilon=1e-12
+    )
+    return y
+
+
+@pytest.mark.parametrize("per_frequency", [False, True])
+def test_sbn_ignores_a_positive_scaling_of_each_channel(per_frequency):
+    x = _batches(1, shape=(8, 6, 5, 3))[0]
+    g = jnp.asarray([0.5, 2.0, 7.0])
+    np.testing.assert_allclose(
+        _sbn_training_output(x, per_frequency, channel_scale=g),
+        _sbn_training_output(x, per_frequency),
+        atol=2e-5,
+    )
+
+
+def test_per_frequency_sbn_ignores_a_shift_of_each_channel_but_channel_sbn_does_not():
+    x = _batches(1, shape=(8, 6, 5, 3))[0]
+    c = jnp.asarray([-1.0, 0.5, 3.0])
+    np.testing.assert_allclose(
+        _sbn_training_output(x, True, channel_shift=c), _sbn_training_output(x, True), atol=2e-5
+    )
+    moved = _sbn_training_output(x, False, channel_shift=c) - _sbn_training_output(x, False)
+    assert float(jnp.min(jnp.max(jnp.abs(moved), axis=(0, 1, 2)))) > 0.05
+
+
+@pytest.mark.parametrize("per_frequency", [False, True])
+def test_every_parameter_of_batch_norm_then_sbn_changes_its_output(per_frequency):
+    """Regression (flat directions): a parameter the output ignores gets a rounding-noise gradient.
+
+    With the BatchNorm's scale (and, per frequency, bias) kept, their directional
+    derivative is 0 up to epsilon and rounding, and float32 training random-walks
+    them; every parameter left must move the training-mode output.
+    """
+    x = _batches(1, shape=(8, 6, 5, 3))[0]
+    module = sbn_jax.SpatialSpectralBatchNorm(per_frequency=per_frequency)
+    variables = module.init(jax.random.key(0), x, use_running_average=False)
+    params = jax.tree.map(lambda p: p + 0.3, variables["params"])
+
+    def output(params):
+        y, _ = module.apply(
+            {**variables, "params": params}, x, use_running_average=False, mutable=["batch_stats"]
+        )
+        return y
+
+    flat = flax.traverse_util.flatten_dict(params)
+    direction = jnp.asarray([1.0, -0.7, 0.4])
+    # One leaf at a time, and the BatchNorm's whole affine map scaled with itself (with channel
+    # statistics SBN ignores a joint scaling of the BatchNorm's scale and bias).
+    tangents = {
+        "/".join(path): {p: direction if p == path else jnp.zeros_like(v) for p, v in flat.items()}
+        for path in flat
+    }
+    if any(p[0] == "BatchNorm_0" for p in flat):
+        tangents["BatchNorm_0 scaled"] = {
+            p: v if p[0] == "BatchNorm_0" else jnp.zeros_like(v) for p, v in flat.items()
+        }
+    for name, tangent in tangents.items():
+        _, change = jax.jvp(output, (params,), (flax.traverse_util.unflatten_dict(tangent),))
+        rms = float(jnp.sqrt(jnp.mean(change**2)))
+        assert rms > 1e-2, f"{name} barely moves the output: rms change {rms:.1e}"
+
+
+def test_redundant_affine_keeps_the_papers_parameters_and_computes_the_same_function():
+    x = _batches(1, shape=(8, 6, 5, 3))[0]
+    literal = sbn_jax.SpatialSpectralBatchNorm(redundant_affine=True)
+    variables = literal.init(jax.random.key(0), x, use_running_average=False)
+    assert set(variables["params"]["BatchNorm_0"]) == {"scale", "bias"}
+    g, b = jnp.asarray([0.5, 2.0, 1.5]), jnp.asarray([0.2, -0.4, 1.0])
+    params = {
+        "BatchNorm_0": {"scale": g, "bias": b},
+        "SpectralBatchNorm_0": {"scale": jnp.asarray([1.0, -2.0, 0.5]), "bias": b},
+    }
+    y_literal, _ = literal.apply(
+        {**variables, "params": params}, x, use_running_average=False, mutable=["batch_stats"]
+    )
+    # A BatchNorm scale g > 0 and bias b act as a bias b / g when SBN follows.
+    lean = sbn_jax.SpatialSpectralBatchNorm()
+    lean_params = {
+        "BatchNorm_0": {"bias": b / g},
+        "SpectralBatchNorm_0": params["SpectralBatchNorm_0"],
+    }
+    y_lean, _ = lean.apply(
+        {**variables, "params": lean_params}, x, use_running_average=False, mutable=["batch_stats"]
+    )
+    np.testing.assert_allclose(y_literal, y_lean, atol=1e-4)
+
+
+@pytest.mark.parametrize("per_frequency", [False, True])
+def test_nnx_batch_norm_then_sbn_has_the_linen_parameters(per_frequency):
+    x = _batches(1)[0]
+    linen = sbn_jax.SpatialSpectralBatchNorm(per_frequency=per_frequency)
+    variables = linen.init(jax.random.key(0), x, use_running_average=False)
+    spectral = {"per_frequency": per_frequency, "spatial_shape": (6, 5)} if per_frequency else {}
+    model = sbn_nnx.SpatialSpectralBatchNorm(3, rngs=nnx.Rngs(0), **spectral)
+    _, params, _ = nnx.split(model, nnx.Param, ...)
+    nnx_names = {"/".join(map(str, path)) for path, _ in nnx.to_flat_state(params)}
+    submodule = {"BatchNorm_0": "batch_norm", "SpectralBatchNorm_0": "spectral_batch_norm"}
+    linen_names = {
+        f"{submodule[layer]}/{name}"
+        for layer, name in flax.traverse_util.flatten_dict(variables["params"])
+    }
+    assert nnx_names == linen_names
+    np.testing.assert_allclose(
+        model(x),
+        linen.apply(variables, x, use_running_average=False, mutable=["batch_stats"])[0],
+        atol=1e-6,
     )
 
 

@@ -98,6 +98,7 @@ def create_model(config, *, axis_name: str | None = None):
         sbn_stages=None if config.get("sbn_stages") is None else tuple(config.sbn_stages),
         sbn_options=dict(config.get("sbn_options") or {}),
         zero_init_residual=config.get("zero_init_residual", False),
+        activation=config.get("activation", "relu"),
         dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
         axis_name=axis_name,
     )

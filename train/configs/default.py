@@ -20,8 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.norm = "bn+sbn"
     config.sbn_stages = config_dict.placeholder(tuple)  # None: SBN in every stage.
     # Passed to SpectralBatchNorm; listed so that --config.sbn_options.KEY=V can change them.
-    config.sbn_options = ml_collections.ConfigDict({"per_frequency": False, "fft_norm": "ortho"})
+    config.sbn_options = ml_collections.ConfigDict({"per_frequency": False, "fft_norm": "backward"})
     config.zero_init_residual = False  # Zero scale of each residual block's last norm.
+    config.activation = "relu"  # or "gelu"/"silu": smooth, see README on reproducibility.
     config.half_precision = False  # bfloat16 activations.
     # Optimization.
     config.seed = 0
