@@ -15,8 +15,8 @@ follows each convolution:
 as stage 0, a block's shortcut projection belongs to the block's stage): with
 ``norm`` ``"sbn"`` or ``"bn+sbn"`` the norms of the other stages are plain
 BatchNorm. ``sbn_options`` go to every SBN layer (e.g. ``per_frequency``,
-``fft_norm``, ``impl``; ``redundant_affine`` to every BN+SBN pair). Norm layers use momentum 0.9 and epsilon 1e-5, the
-PyTorch defaults the published results were trained with. With ``axis_name``
+``fft_norm``, ``impl``; ``redundant_affine`` to every BN+SBN pair). Norm layers
+use momentum 0.9 and epsilon 1e-5, the PyTorch defaults the published results were trained with. With ``axis_name``
 the batch statistics are averaged over that pmap/shard_map axis. ``dtype`` is
 the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
 
