@@ -16,17 +16,18 @@ as stage 0, a block's shortcut projection belongs to the block's stage): with
 ``norm`` ``"sbn"`` or ``"bn+sbn"`` the norms of the other stages are plain
 BatchNorm. ``sbn_options`` go to every SBN layer (e.g. ``per_frequency``,
 ``fft_norm``, ``impl``; ``redundant_affine`` to every BN+SBN pair). Norm layers
-use momentum 0.9 and epsilon 1e-5, the PyTorch defaults the published results were trained with. With ``axis_name``
-the batch statistics are averaged over that pmap/shard_map axis. ``dtype`` is
-the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
+use momentum 0.9 and epsilon 1e-5, the PyTorch defaults the published results
+were trained with. With ``axis_name`` the batch statistics are averaged over
+that pmap/shard_map axis. ``dtype`` is the computation dtype (e.g.
+``jnp.bfloat16``); parameters stay float32.
 
 Parameter counts equal the published ones (with ``norm="bn"``): ResNet-18
 11,689,512, ResNet-50 25,557,032 (1000 classes), CIFAR ResNet-20 0.27M and
-ResNet-110 1.7M, WRN-28-10 36.5M (10 classes). SBN adds the same two vectors
+ResNet-110 1.7M, WRN-28-10 36.5M (10 classes). SBN has the same two vectors
 per layer as BatchNorm; in ``bn+sbn`` the BatchNorm keeps only its bias (SBN
 makes its scale redundant, see :class:`sbn_jax.SpatialSpectralBatchNorm`), so
-``bn+sbn`` adds 1.5 BatchNorms' worth of parameters per norm layer (one with
-per-frequency statistics).
+``bn+sbn`` adds one vector per norm layer to ``bn`` (none with per-frequency
+statistics, where the BatchNorm keeps no parameter).
 
 ``activation`` (``"relu"``, the published models' choice, ``"gelu"`` or
 ``"silu"``) follows every norm and every residual sum.
