@@ -6,7 +6,7 @@ backward, parameter update, new batch statistics) of ResNet-50 built by
 
 * ``bn``: BatchNorm everywhere,
 * ``bn+sbn/all``: BatchNorm followed by SBN after every normalization,
-* ``bn+sbn/stage1``: BatchNorm + SBN in the first stage only,
+* ``bn+sbn/module1``: BatchNorm + SBN in the first residual stage only,
 
 interleaved round-robin, median over rounds, ratios to ``bn`` from the same run.
 """
@@ -26,7 +26,7 @@ from benchmarks import common
 VARIANTS: dict[str, dict[str, Any]] = {
     "bn": {"norm": "bn"},
     "bn+sbn/all": {"norm": "bn+sbn"},
-    "bn+sbn/stage1": {"norm": "bn+sbn", "sbn_stages": (0,)},
+    "bn+sbn/module1": {"norm": "bn+sbn", "modules": (1,)},
 }
 
 

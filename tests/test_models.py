@@ -1,4 +1,4 @@
-"""sbn_jax.models: published parameter counts, the norm switch, sbn_stages and errors."""
+"""sbn_jax.models: published parameter counts, the norm switch, placements and errors."""
 
 import flax
 import jax
@@ -21,6 +21,10 @@ def _num_params(variables):
 
 # Published counts: torchvision's ResNets (1000 classes), He et al. (2016) Table 6 for the CIFAR
 # ResNets (0.27M, 0.46M, 0.66M, 0.85M, 1.7M), Zagoruyko & Komodakis (2016) for WRN-28-10 (36.5M).
+# The paper's CIFAR models, as their public PyTorch code counts them: ResNet-18/34/50 with a 3x3
+# stem 11,173,962 / 21,282,122 / 23,520,842; VGG16-BN / VGG19-BN with the 512-512 classifier
+# 15,253,578 / 20,565,834, of which 4,224 / 5,504 are convolution biases (one per channel) that
+# these models leave out because a BatchNorm follows.
 @pytest.mark.parametrize(
     "name, num_classes, size, expected, tolerance",
     [
@@ -36,6 +40,11 @@ def _num_params(variables):
         ("cifar_resnet110", 10, 32, 1.7e6, 0.05e6),
         ("wrn28_10", 10, 32, 36.5e6, 0.05e6),
         ("vgg16", 10, 32, 14.72e6, 0.01e6),
+        ("cifar_resnet18", 10, 32, 11_173_962, 0),
+        ("cifar_resnet34", 10, 32, 21_282_122, 0),
+        ("cifar_resnet50", 10, 32, 23_520_842, 0),
+        ("vgg16_bn", 10, 32, 15_253_578 - 4_224, 0),
+        ("vgg19_bn", 10, 32, 20_565_834 - 5_504, 0),
     ],
 )
 def test_parameter_counts_equal_published(name, num_classes, size, expected, tolerance):
@@ -57,6 +66,7 @@ LAYER_SUFFIXES = {
         "/SpatialSpectralBatchNorm/BatchNorm_0",
         "/SpatialSpectralBatchNorm/SpectralBatchNorm_0",
     ),
+    "2bn": ("/BatchNorm", "/SecondBatchNorm"),
 }
 
 
@@ -77,28 +87,81 @@ def test_norm_switch_builds_the_named_layers(norm):
         assert "bias" not in variables["params"]["stem"]
 
 
-def test_sbn_stages_restrict_sbn_and_use_batchnorm_elsewhere():
-    model = models.create_model("cifar_resnet20", num_classes=10, norm="bn+sbn", sbn_stages=(0,))
+def test_modules_restrict_sbn_and_use_batchnorm_elsewhere():
+    model = models.create_model("cifar_resnet20", num_classes=10, norm="bn+sbn", modules=(1,))
     layers = _norm_layers(_abstract_variables(model, 8))
     spectral = {layer for layer in layers if "SpectralBatchNorm_0" in layer}
-    # Stage 0: the stem and blocks 0-2 (two norms each): 7 SBN layers; stages 1 and 2 plain BN.
-    assert len(spectral) == 7
+    # Module 1: blocks 0-2, two norms each: 6 SBN layers; the stem and modules 2, 3 plain BN.
+    assert len(spectral) == 6
     assert all(
-        layer.startswith(("stem_norm", "BasicBlock_0/", "BasicBlock_1/", "BasicBlock_2/"))
-        for layer in spectral
+        layer.startswith(("BasicBlock_0/", "BasicBlock_1/", "BasicBlock_2/")) for layer in spectral
     )
     plain = {layer for layer in layers if layer.endswith("/BatchNorm")}
-    assert len(plain) == 12
+    assert len(plain) == 13
 
 
-def test_stage_norm_rules():
-    assert models.stage_norm("bn+sbn", None, 2) == "bn+sbn"
-    assert models.stage_norm("bn+sbn", (0,), 2) == "bn"
-    assert models.stage_norm("sbn", (1,), 1) == "sbn"
-    assert models.stage_norm("bn", (0,), 0) == "bn"
+@pytest.mark.parametrize(
+    "name, norm, spectral_prefixes, count",
+    [
+        # ResNet-18 module 4 = BasicBlock_6, _7: 2 + 2 norms and the projection's norm.
+        ("cifar_resnet18", "sbn4", ("BasicBlock_6/", "BasicBlock_7/"), 5),
+        # Modules 3 and 4 = BasicBlock_4 .. _7, each with a projection in its first block.
+        ("cifar_resnet18", "sbn34", tuple(f"BasicBlock_{i}/" for i in range(4, 8)), 10),
+        # ResNet-50 module 4 = BottleneckBlock_13 .. _15: 3 x 3 norms and one projection norm.
+        ("resnet50", "sbn4", tuple(f"BottleneckBlock_{i}/" for i in (13, 14, 15)), 10),
+        # VGG16 module 4 = the three convolutions after the third pool: ConvBlock_7 .. _9.
+        ("vgg16_bn", "sbn4", tuple(f"ConvBlock_{i}/" for i in (7, 8, 9)), 3),
+    ],
+)
+def test_paper_notation_places_sbn_after_every_norm_of_the_named_modules(
+    name, norm, spectral_prefixes, count
+):
+    model = models.create_model(name, num_classes=10, norm=norm)
+    layers = _norm_layers(_abstract_variables(model, 32))
+    spectral = {layer for layer in layers if layer.endswith("SpectralBatchNorm_0")}
+    assert len(spectral) == count
+    assert all(layer.startswith(spectral_prefixes) for layer in spectral), sorted(spectral)
+    assert not any(layer.startswith("stem") for layer in spectral)
+    same = models.create_model(
+        name, num_classes=10, norm="bn+sbn", modules=tuple(int(d) for d in norm[3:])
+    )
+    assert _norm_layers(_abstract_variables(same, 32)) == layers
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "cifar_resnet20", "wrn28_10", "vgg11"])
+def test_2bn_control_puts_a_second_batch_norm_after_each_norm_of_the_modules():
+    model = models.create_model("cifar_resnet18", num_classes=10, norm="2bn34")
+    variables = _abstract_variables(model, 32)
+    layers = _norm_layers(variables)
+    second = {layer for layer in layers if layer.endswith("/SecondBatchNorm")}
+    assert len(second) == 10
+    assert all(layer.startswith(tuple(f"BasicBlock_{i}/" for i in range(4, 8))) for layer in second)
+    # The first BatchNorm of a pair has no parameters (the second ignores its affine map).
+    first = variables["params"]["BasicBlock_7"]["Norm_0"]
+    assert set(first) == {"SecondBatchNorm"}
+    assert set(variables["batch_stats"]["BasicBlock_7"]["Norm_0"]) == {
+        "BatchNorm",
+        "SecondBatchNorm",
+    }
+    x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+    real = model.init(jax.random.key(0), x, train=False)
+    logits, _ = model.apply(real, x, train=True, mutable=["batch_stats"])
+    assert logits.shape == (4, 10)
+
+
+def test_layer_kind_rules():
+    assert models.layer_kind("bn+sbn", None, None) == "bn+sbn"
+    assert models.layer_kind("bn+sbn", (3, 4), None) == "bn"
+    assert models.layer_kind("bn+sbn", (3, 4), 3) == "bn+sbn"
+    assert models.layer_kind("2bn", (4,), 2) == "bn"
+    assert models.layer_kind("bn", (1,), 2) == "bn"
+    assert models.resolve_placement("sbn34", None, 4, "ResNet") == ("bn+sbn", (3, 4))
+    assert models.resolve_placement("2bn4", None, 4, "ResNet") == ("2bn", (4,))
+    assert models.resolve_placement("sbn", (2, 1), 3, "CifarResNet") == ("sbn", (1, 2))
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet18", "resnet50", "cifar_resnet20", "cifar_resnet18", "wrn28_10", "vgg11"]
+)
 def test_every_model_runs_train_and_eval_and_updates_batch_stats(name):
     kwargs = {"width": 1} if name == "wrn28_10" else {}
     model = models.create_model(name, num_classes=7, norm="bn+sbn", **kwargs)
@@ -166,6 +229,14 @@ def test_per_frequency_options_pass_through():
         ({"num_classes": 0}, "num_classes must be a positive integer"),
         ({"sbn_options": {"momentum": 0.5}}, "unknown keys"),
         ({"activation": "swish"}, "activation must be one of"),
+        ({"norm": "sbn5"}, r"cifar_resnet20: CifarResNet has modules 1..3; got modules \(5,\)"),
+        (
+            {"name": "resnet18", "norm": "2bn45"},
+            r"resnet18: ResNet has modules 1..4; got modules \(4, 5\)",
+        ),
+        ({"norm": "sbn34", "modules": (3,)}, "names its modules already"),
+        ({"norm": "bn+sbn", "modules": (0,)}, "has modules 1..3"),
+        ({"norm": "sbn3x"}, "paper's notation"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
@@ -174,11 +245,9 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
         models.create_model(**arguments)
 
 
-def test_bad_stages_and_inputs_raise_clear_errors():
-    model = models.create_model("cifar_resnet20", num_classes=10, norm="sbn", sbn_stages=(3,))
-    with pytest.raises(
-        ValueError, match=r"sbn_stages of CifarResNet must be stage indices in \[0, 3\)"
-    ):
+def test_bad_inputs_raise_clear_errors():
+    model = models.CifarResNet(num_classes=10, norm="sbn", modules=(4,))
+    with pytest.raises(ValueError, match=r"CifarResNet has modules 1..3; got modules \(4,\)"):
         _abstract_variables(model, 8)
     model = models.create_model("cifar_resnet20", num_classes=10)
     with pytest.raises(ValueError, match=r"expects NHWC images"):

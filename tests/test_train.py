@@ -221,7 +221,8 @@ def test_nan_batch_stops_the_run_and_keeps_the_last_good_checkpoint(
     "overrides, message",
     [
         ({"model": "resnet9000"}, "unknown model 'resnet9000'"),
-        ({"norm": "layer"}, "unknown norm 'layer'"),
+        ({"norm": "layer"}, "bad model settings: cifar_resnet20: norm must be one of"),
+        ({"norm": "sbn4"}, "CifarResNet has modules 1..3; got modules"),
         ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
         ({"parallelism": "pjit"}, "unknown parallelism 'pjit'"),
         ({"batch_size": 12}, "batch_size=12 must be a positive multiple of the 8 devices"),

@@ -36,22 +36,6 @@ from jax.sharding import PartitionSpec as P
 from sbn_jax import models
 from train import input_pipeline
 
-MODELS = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "cifar_resnet20",
-    "cifar_resnet32",
-    "cifar_resnet44",
-    "cifar_resnet56",
-    "cifar_resnet110",
-    "wrn28_10",
-    "vgg11",
-    "vgg16",
-)
-NORMS = ("none", "bn", "sbn", "bn+sbn")
 PARALLELISMS = ("pmap", "jit")
 PMAP_AXIS = "batch"
 
@@ -67,9 +51,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if config[key] not in choices:
             raise ValueError(f"unknown {key} {config[key]!r}; choose one of {choices}")
 
-    choose("model", MODELS)
-    choose("norm", NORMS)
+    choose("model", tuple(models.MODELS))
     choose("dataset", input_pipeline.DATASETS)
+    try:  # The model checks norm, modules, activation and sbn_options.
+        create_model(config, num_classes=2)
+    except ValueError as error:
+        raise ValueError(f"bad model settings: {error}") from None
     choose("parallelism", PARALLELISMS)
     num_devices = config.get("num_devices", -1)
     if num_devices > jax.device_count():
@@ -89,13 +76,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError("set num_epochs or num_train_steps to a positive value")
 
 
-def create_model(config, *, axis_name: str | None = None):
-    """The classifier of ``config.model`` for the dataset's classes."""
+def create_model(config, *, axis_name: str | None = None, num_classes: int | None = None):
+    """The classifier of ``config.model`` for the dataset's classes (or ``num_classes``)."""
+    if num_classes is None:
+        num_classes = input_pipeline.dataset_spec(config).num_classes
     return models.create_model(
         config.model,
-        num_classes=input_pipeline.dataset_spec(config).num_classes,
+        num_classes=num_classes,
         norm=config.norm,
-        sbn_stages=None if config.get("sbn_stages") is None else tuple(config.sbn_stages),
+        modules=None if config.get("modules") is None else tuple(config.modules),
         sbn_options=dict(config.get("sbn_options") or {}),
         zero_init_residual=config.get("zero_init_residual", False),
         activation=config.get("activation", "relu"),
@@ -158,12 +147,22 @@ def cross_entropy_loss(logits, labels, label_smoothing: float = 0.0):
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
-def train_step(state, batch, *, learning_rate_fn, label_smoothing: float, axis_name=None):
+def train_step(
+    state, batch, *, learning_rate_fn, label_smoothing: float, axis_name=None, dropout_key=None
+):
     """One SGD step on ``batch``; metrics are means over the global batch.
 
     Under pmap (``axis_name``) the gradients are averaged over devices; under jit
-    the batch is the global one already.
+    the batch is the global one already. Dropout masks come from ``dropout_key``
+    folded with the step (and, under pmap, the device), so a resumed run draws
+    the masks an uninterrupted run draws.
     """
+    rngs = {}
+    if dropout_key is not None:
+        key = jax.random.fold_in(dropout_key, state.step)
+        if axis_name is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+        rngs["dropout"] = key
 
     def loss_fn(params):
         logits, updates = state.apply_fn(
@@ -171,6 +170,7 @@ def train_step(state, batch, *, learning_rate_fn, label_smoothing: float, axis_n
             batch["image"],
             train=True,
             mutable=["batch_stats"],
+            rngs=rngs,
         )
         loss = cross_entropy_loss(logits, batch["label"], label_smoothing).mean()
         return loss, (logits, updates)
@@ -401,7 +401,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     train_fn = parallel.compile(
         functools.partial(
-            train_step, learning_rate_fn=learning_rate_fn, label_smoothing=config.label_smoothing
+            train_step,
+            learning_rate_fn=learning_rate_fn,
+            label_smoothing=config.label_smoothing,
+            dropout_key=jax.random.fold_in(jax.random.key(config.seed), 1),
         ),
         donate=True,
     )

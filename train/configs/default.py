@@ -17,8 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.random_flip = False  # Digits are not mirror-symmetric.
     # Model.
     config.model = "cifar_resnet20"
+    # "none", "bn", "sbn", "bn+sbn", "2bn", or the paper's notation such as "sbn34" / "2bn4".
     config.norm = "bn+sbn"
-    config.sbn_stages = config_dict.placeholder(tuple)  # None: SBN in every stage.
+    config.modules = config_dict.placeholder(tuple)  # None: every norm layer (or the notation's).
     # Passed to SpectralBatchNorm; listed so that --config.sbn_options.KEY=V can change them.
     config.sbn_options = ml_collections.ConfigDict({"per_frequency": False, "fft_norm": "backward"})
     config.zero_init_residual = False  # Zero scale of each residual block's last norm.
