@@ -166,12 +166,51 @@ def init_statistics(shape: Sequence[int]) -> Statistics:
 
 
 def update_running_statistics(
-    running: Statistics, batch: Statistics, momentum: float
+    running: Statistics, batch: Statistics, momentum: float, variance_factor: float = 1.0
 ) -> Statistics:
-    """Moving average, Flax convention: ``momentum * running + (1 - momentum) * batch``."""
+    """Moving average, Flax convention: ``momentum * running + (1 - momentum) * batch``.
+
+    The batch variance is multiplied by ``variance_factor`` first (1: the biased
+    batch variance; see :func:`running_variance_factor`). PyTorch's and the
+    paper's ``momentum`` (lambda) is ``1 - momentum`` here.
+    """
+    batch = batch._replace(var=batch.var * variance_factor)
     return jax.tree.map(
         lambda r, b: momentum * r + (1.0 - momentum) * b.astype(r.dtype), running, batch
     )
+
+
+RUNNING_VARIANCES = ("biased", "paper")
+
+
+def running_variance_factor(
+    running_variance: str, shape: Sequence[int], layout: Layout, per_frequency: bool
+) -> float:
+    """The factor applied to the batch variance before it enters the running average.
+
+    ``"biased"`` (default): 1, the variance that normalized the batch, as Flax's
+    BatchNorm keeps it. ``"paper"``: Algorithm 1 of the paper, ``n / (n - 1)``
+    with ``n = C * H * W / 2`` as written there (C channels, ``H * W`` the
+    product of the spatial sizes) -- not the count actually averaged per
+    channel, ``B * H * (W // 2 + 1)``. Defined for channel statistics only, the
+    paper's.
+
+    Raises:
+      ValueError: an unknown name, or ``"paper"`` with per-frequency statistics.
+    """
+    if running_variance not in RUNNING_VARIANCES:
+        raise ValueError(
+            f"running_variance must be one of {RUNNING_VARIANCES}; got {running_variance!r}."
+        )
+    if running_variance == "biased":
+        return 1.0
+    if per_frequency:
+        raise ValueError(
+            'running_variance="paper" is Algorithm 1 of the paper, which has channel statistics '
+            "only; use per_frequency=False or running_variance='biased'."
+        )
+    n = shape[layout.feature_axis] * math.prod(shape[i] for i in layout.spatial_axes) / 2
+    return n / (n - 1)
 
 
 def _check_input(x: jax.Array) -> None:

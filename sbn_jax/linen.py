@@ -24,6 +24,7 @@ class _SpectralOptions(nn.Module):
     per_frequency: bool = False
     fft_norm: str = "backward"
     momentum: float = 0.99
+    running_variance: str = "biased"
     epsilon: float = 1e-5
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -62,7 +63,11 @@ class SpectralBatchNorm(_SpectralOptions):
         then has RMS about ``scale / sqrt(n)``), "ortho" (unitary: the output has
         unit RMS, so after a BatchNorm SBN is close to the identity) or
         "forward".
-      momentum: decay of the running average (Flax convention).
+      momentum: decay of the running average (Flax convention; PyTorch's and
+        the paper's momentum is ``1 - momentum``).
+      running_variance: "biased" (the batch variance, as Flax's BatchNorm) or
+        "paper" (Algorithm 1: times ``n / (n - 1)``, ``n = C * H * W / 2``;
+        channel statistics only).
       epsilon: added to the variance.
       dtype: output dtype; default the input's. Spectra are float32.
       param_dtype: dtype of ``scale`` and ``bias``.
@@ -83,6 +88,9 @@ class SpectralBatchNorm(_SpectralOptions):
             "use_running_average", self.use_running_average, use_running_average
         )
         layout = functional.resolve_layout(x.ndim, self.axis, self.spatial_axes)
+        variance_factor = functional.running_variance_factor(
+            self.running_variance, x.shape, layout, self.per_frequency
+        )
         initial = functional.init_statistics(
             functional.statistics_shape(x.shape, layout, self.per_frequency)
         )
@@ -122,7 +130,9 @@ class SpectralBatchNorm(_SpectralOptions):
         )
         if not use_running_average and not initializing:
             current = functional.Statistics(*(v.value for v in running))
-            updated = functional.update_running_statistics(current, batch, self.momentum)
+            updated = functional.update_running_statistics(
+                current, batch, self.momentum, variance_factor
+            )
             for variable, value in zip(running, updated, strict=True):
                 variable.value = value
         return y
@@ -175,6 +185,7 @@ class SpatialSpectralBatchNorm(_SpectralOptions):
         if self.spectral_scale_init is not None:
             shared["scale_init"] = self.spectral_scale_init
         return SpectralBatchNorm(
+            running_variance=self.running_variance,
             use_scale=self.use_scale,
             use_bias=self.use_bias,
             spatial_axes=self.spatial_axes,

@@ -74,8 +74,9 @@ class SpectralBatchNorm(nnx.Module):
         ``per_frequency=True`` to size the statistics.
       input_ndim: rank of the inputs; needed only with ``per_frequency=True``
         and explicit ``spatial_axes``.
-      fft_norm, momentum, epsilon, dtype, param_dtype, use_bias, use_scale,
-      bias_init, scale_init, axis_name, axis_index_groups, impl: as in
+      fft_norm, momentum, running_variance, epsilon, dtype, param_dtype,
+      use_bias, use_scale, bias_init, scale_init, axis_name, axis_index_groups,
+      impl: as in
         :class:`sbn_jax.linen.SpectralBatchNorm`.
       rngs: random keys for the parameter initializers.
 
@@ -95,6 +96,7 @@ class SpectralBatchNorm(nnx.Module):
         input_ndim: int | None = None,
         fft_norm: str = "backward",
         momentum: float = 0.99,
+        running_variance: str = "biased",
         epsilon: float = 1e-5,
         dtype: Dtype | None = None,
         param_dtype: Dtype = jnp.float32,
@@ -132,6 +134,7 @@ class SpectralBatchNorm(nnx.Module):
         self.per_frequency = per_frequency
         self.fft_norm = fft_norm
         self.momentum = momentum
+        self.running_variance = running_variance
         self.epsilon = epsilon
         self.dtype = dtype
         self.axis_name = axis_name
@@ -142,6 +145,10 @@ class SpectralBatchNorm(nnx.Module):
         """Normalizes ``x``; the call argument overrides the attribute."""
         if use_running_average is None:
             use_running_average = self.use_running_average
+        layout = functional.resolve_layout(x.ndim, self.axis, self.spatial_axes)
+        variance_factor = functional.running_variance_factor(
+            self.running_variance, x.shape, layout, self.per_frequency
+        )
         running = functional.Statistics(self.mean_real[...], self.mean_imag[...], self.var[...])
         y, batch = functional.spectral_batch_norm(
             x,
@@ -161,7 +168,7 @@ class SpectralBatchNorm(nnx.Module):
         )
         if not use_running_average:
             updated = functional.update_running_statistics(
-                running, jax.lax.stop_gradient(batch), self.momentum
+                running, jax.lax.stop_gradient(batch), self.momentum, variance_factor
             )
             self.mean_real[...], self.mean_imag[...], self.var[...] = updated
         return y

@@ -321,3 +321,71 @@ def test_nnx_per_frequency_needs_spatial_shape():
 def test_statistics_helper_shapes_match_functional():
     layout = F.resolve_layout(4, 1)
     assert F.statistics_shape((2, 3, 8, 8), layout, True) == (3, 8, 5)
+
+
+def algorithm_1_running_statistics(batches, momentum_lambda):
+    """The paper's Algorithm 1, transcribed in float64 for NCHW inputs (B, C, H, W).
+
+    Per channel over batch and the half spectrum: complex mean and biased variance;
+    ``mu_r = l * mu + (1 - l) * mu_r`` and ``var_r = l * var * n / (n - 1) + (1 - l) * var_r``
+    with ``n = C * H * W / 2`` as the paper writes it; start at 0 and 1.
+    """
+    _, channels, height, width = batches[0].shape
+    n = channels * height * width / 2
+    mean_r, var_r = np.zeros(channels, np.complex128), np.ones(channels)
+    for x in batches:
+        spectrum = np.fft.rfft2(np.asarray(x, np.float64))  # "backward", the paper's Eq. (1).
+        mean = spectrum.mean(axis=(0, 2, 3))
+        var = (np.abs(spectrum - mean[None, :, None, None]) ** 2).mean(axis=(0, 2, 3))
+        mean_r = momentum_lambda * mean + (1 - momentum_lambda) * mean_r
+        var_r = momentum_lambda * var * n / (n - 1) + (1 - momentum_lambda) * var_r
+    return mean_r, var_r
+
+
+def test_paper_running_variance_follows_algorithm_1():
+    batches = _batches(3, shape=(4, 3, 6, 5))  # NCHW
+    module = sbn_jax.SpectralBatchNorm(axis=1, momentum=0.9, running_variance="paper")
+    variables = module.init(jax.random.key(0), batches[0], use_running_average=False)
+    for x in batches:
+        _, updates = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+        variables = {**variables, **updates}
+    mean_r, var_r = algorithm_1_running_statistics(batches, momentum_lambda=0.1)
+    stats = variables["batch_stats"]
+    np.testing.assert_allclose(stats["mean_real"], mean_r.real, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(stats["mean_imag"], mean_r.imag, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(stats["var"], var_r, rtol=1e-5)
+    # The default keeps the biased batch variance: smaller by the paper's factor in each update.
+    biased = sbn_jax.SpectralBatchNorm(axis=1, momentum=0.9)
+    _, updates = biased.apply(
+        module.init(jax.random.key(0), batches[0], use_running_average=False),
+        batches[0],
+        use_running_average=False,
+        mutable=["batch_stats"],
+    )
+    n = 3 * 6 * 5 / 2
+    _, first = algorithm_1_running_statistics(batches[:1], momentum_lambda=0.1)
+    np.testing.assert_allclose(
+        updates["batch_stats"]["var"], (first - 0.9) * (n - 1) / n + 0.9, rtol=1e-5
+    )
+
+
+def test_paper_running_variance_nnx_agrees_and_refuses_per_frequency():
+    batches = _batches(2, shape=(4, 3, 6, 5))
+    linen = sbn_jax.SpectralBatchNorm(axis=1, momentum=0.9, running_variance="paper")
+    variables = linen.init(jax.random.key(0), batches[0], use_running_average=False)
+    model = sbn_nnx.SpectralBatchNorm(
+        3, axis=1, momentum=0.9, running_variance="paper", rngs=nnx.Rngs(0)
+    )
+    for x in batches:
+        _, updates = linen.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+        variables = {**variables, **updates}
+        model(x)
+    np.testing.assert_allclose(model.var[...], variables["batch_stats"]["var"], rtol=1e-6)
+    with pytest.raises(ValueError, match="channel statistics only"):
+        sbn_jax.SpectralBatchNorm(per_frequency=True, running_variance="paper").init(
+            jax.random.key(0), batches[0], use_running_average=False
+        )
+    with pytest.raises(ValueError, match=r"running_variance must be one of \('biased', 'paper'\)"):
+        sbn_jax.SpectralBatchNorm(running_variance="unbiased").init(
+            jax.random.key(0), batches[0], use_running_average=True
+        )
