@@ -126,3 +126,25 @@ def test_digits_upsampled(digits_config):
     assert batch["image"].shape == (64, 16, 16, 1)
     evals = list(input_pipeline.eval_batches(config))
     assert sum(float(b["mask"].sum()) for b in evals) == 360
+
+
+def test_validation_fraction_holds_out_the_end_of_the_training_split(tmp_path):
+    config = default.get_config()
+    config.data_dir = str(tmp_path)
+    config.validation_fraction = 0.1
+    config.batch_size, config.eval_batch_size = 64, 48
+    assert input_pipeline.train_split(config) == "train[:90%]"
+    assert input_pipeline.eval_split(config, "validation") == "train[90%:]"
+    assert input_pipeline.eval_split(config) == "test"
+    train_images, _ = input_pipeline.load_arrays(config, "train[:90%]")
+    held_out, _ = input_pipeline.load_arrays(config, "train[90%:]")
+    everything, _ = input_pipeline.load_arrays(config, "train")
+    assert len(train_images) + len(held_out) == len(everything) == 1437
+    assert abs(len(held_out) - 144) <= 1
+    np.testing.assert_array_equal(np.concatenate([train_images, held_out]), everything)
+    assert input_pipeline.steps_per_epoch(config) == len(train_images) // 64
+    batches = list(input_pipeline.eval_batches(config, which="validation"))
+    assert sum(float(b["mask"].sum()) for b in batches) == len(held_out)
+    with pytest.raises(ValueError, match="whole percentage"):
+        config.validation_fraction = 0.125
+        input_pipeline.train_split(config)

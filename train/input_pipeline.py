@@ -308,16 +308,43 @@ def num_examples(config, split: str) -> int:
     return int(dataset_builder.as_dataset(split=split).reduce(0, lambda n, _: n + 1))
 
 
+def _percent(fraction: float) -> int:
+    if not 0 < fraction < 1 or round(100 * fraction) != 100 * fraction:
+        raise ValueError(
+            f"validation_fraction must be a whole percentage in (0, 1), e.g. 0.1; got {fraction}"
+        )
+    return round(100 * fraction)
+
+
+def train_split(config) -> str:
+    """The training split: the dataset's, less its last ``validation_fraction`` if set."""
+    split, fraction = dataset_spec(config).train_split, config.get("validation_fraction", 0.0)
+    return f"{split}[:{100 - _percent(fraction)}%]" if fraction else split
+
+
+def eval_split(config, which: str = "test") -> str:
+    """``which="test"``: the dataset's eval split; ``"validation"``: the training split's
+    last ``validation_fraction`` (the paper's 9/1 split of CIFAR's training set)."""
+    if which == "test":
+        return dataset_spec(config).eval_split
+    if which != "validation":
+        raise ValueError(f"which must be 'test' or 'validation', got {which!r}")
+    fraction = config.get("validation_fraction", 0.0)
+    if not fraction:
+        raise ValueError("a validation split needs config.validation_fraction > 0")
+    return f"{dataset_spec(config).train_split}[{100 - _percent(fraction)}%:]"
+
+
 def steps_per_epoch(config) -> int:
     """Global batches per epoch (the last, incomplete batch of every epoch is dropped)."""
-    return num_examples(config, dataset_spec(config).train_split) // config.batch_size
+    return num_examples(config, train_split(config)) // config.batch_size
 
 
-def eval_steps(config) -> int:
+def eval_steps(config, which: str = "test") -> int:
     """Global eval batches that cover the eval split (the last one padded)."""
     if config.dataset == "fake":
         return config.get("fake_eval_steps", 2)
-    return math.ceil(num_examples(config, dataset_spec(config).eval_split) / config.eval_batch_size)
+    return math.ceil(num_examples(config, eval_split(config, which)) / config.eval_batch_size)
 
 
 def train_batches(config, *, start_step: int = 0, sharding: Sharding = Sharding()) -> Iterator:
@@ -327,21 +354,22 @@ def train_batches(config, *, start_step: int = 0, sharding: Sharding = Sharding(
     if spec.name == "fake":
         return _fake_batches(config, sharding, with_mask=False)
     if spec.in_memory:
-        images, labels = load_arrays(config, spec.train_split)
+        images, labels = load_arrays(config, train_split(config))
         return _in_memory_train(config, images, labels, preprocess, start_step, sharding)
     return _streamed_train(config, preprocess, start_step, sharding)
 
 
-def eval_batches(config, *, sharding: Sharding = Sharding()) -> Iterator:
-    """This process's eval batches, ``eval_steps(config)`` of them, with ``mask`` on the padding."""
+def eval_batches(config, *, sharding: Sharding = Sharding(), which: str = "test") -> Iterator:
+    """This process's batches of the ``which`` split ("test" or "validation"),
+    ``eval_steps(config, which)`` of them, with ``mask`` on the padding."""
     spec = dataset_spec(config)
     _, preprocess = _preprocessors(config)
     if spec.name == "fake":
         return _fake_batches(config, sharding, with_mask=True)
     if spec.in_memory:
-        images, labels = load_arrays(config, spec.eval_split)
+        images, labels = load_arrays(config, eval_split(config, which))
         return _in_memory_eval(config, images, labels, preprocess, sharding)
-    return _streamed_eval(config, preprocess, sharding)
+    return _streamed_eval(config, preprocess, sharding, which)
 
 
 def _in_memory_train(config, images, labels, preprocess, start_step, sharding) -> Iterator:
@@ -404,9 +432,7 @@ def _streamed_train(config, preprocess, start_step, sharding) -> Iterator:
     epoch, skip = divmod(start_step, num_batches)
     while True:
         epoch_seed = config.seed * 1_000_003 + epoch
-        ds = _streamed_read(
-            config, dataset_spec(config).train_split, sharding, shuffle_seed=epoch_seed
-        )
+        ds = _streamed_read(config, train_split(config), sharding, shuffle_seed=epoch_seed)
         ds = ds.shuffle(config.get("shuffle_buffer_size", 16 * local_batch), seed=epoch_seed)
         ds = ds.take(num_batches * local_batch).enumerate().skip(skip * local_batch)
 
@@ -419,9 +445,9 @@ def _streamed_train(config, preprocess, start_step, sharding) -> Iterator:
         epoch, skip = epoch + 1, 0
 
 
-def _streamed_eval(config, preprocess, sharding) -> Iterator:
+def _streamed_eval(config, preprocess, sharding, which: str) -> Iterator:
     local_batch = sharding.local(config.eval_batch_size)
-    ds = _streamed_read(config, dataset_spec(config).eval_split, sharding)
+    ds = _streamed_read(config, eval_split(config, which), sharding)
     ds = ds.map(
         lambda f: {**_batch_dict(preprocess(f["image"], None), f["label"]), "mask": 1.0},
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -434,7 +460,7 @@ def _streamed_eval(config, preprocess, sharding) -> Iterator:
             "mask": tf.constant(0.0),
         }
     ).repeat()
-    ds = ds.concatenate(padding).take(eval_steps(config) * local_batch)
+    ds = ds.concatenate(padding).take(eval_steps(config, which) * local_batch)
     return _finish(ds, local_batch)
 
 

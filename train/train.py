@@ -69,6 +69,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(
                 f"{key}={config[key]} must be a positive multiple of the {devices} devices"
             )
+    choose("lr_schedule", ("cosine", "step"))
+    choose("weight_decay_on", ("kernels", "all"))
+    if config.lr_schedule == "step" and not config.get("lr_boundaries_epochs"):
+        raise ValueError('lr_schedule="step" needs lr_boundaries_epochs, e.g. (90, 136)')
+    if config.get("validation_fraction", 0.0):
+        input_pipeline.train_split(config)  # Raises on a fraction that is no whole percentage.
+        if not config.get("eval_every_steps", 0):
+            raise ValueError("validation_fraction > 0 needs eval_every_steps > 0 to select a step")
     for key in ("log_every_steps", "checkpoint_every_steps"):
         if config[key] <= 0:
             raise ValueError(f"{key} must be positive, got {config[key]}")
@@ -101,16 +109,31 @@ def num_train_steps(config, steps_per_epoch: int) -> int:
 
 
 def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
-    """Linear warm-up from 0 to ``learning_rate * batch_size / 256``, then cosine decay to 0."""
-    base = config.learning_rate * config.batch_size / 256
+    """Linear warm-up from 0 to the base rate, then its decay.
+
+    The base rate is ``learning_rate``, times ``batch_size / 256`` when
+    ``scale_learning_rate`` (the Flax examples' rule; the paper's recipes state
+    the rate itself). ``lr_schedule="cosine"`` decays to 0 at the last step;
+    ``"step"`` multiplies by ``lr_decay_factor`` at each of ``lr_boundaries_epochs``
+    (counted from the end of the warm-up).
+    """
+    base = config.learning_rate
+    if config.get("scale_learning_rate", True):
+        base *= config.batch_size / 256
     total = num_train_steps(config, steps_per_epoch)
     warmup = min(round(config.warmup_epochs * steps_per_epoch), total - 1)
+    if config.get("lr_schedule", "cosine") == "step":
+        decay = optax.piecewise_constant_schedule(
+            base,
+            {
+                round(epoch * steps_per_epoch): config.lr_decay_factor
+                for epoch in config.lr_boundaries_epochs
+            },
+        )
+    else:
+        decay = optax.cosine_decay_schedule(base, max(total - warmup, 1))
     return optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, base, max(warmup, 1)),
-            optax.cosine_decay_schedule(base, max(total - warmup, 1)),
-        ],
-        boundaries=[warmup],
+        [optax.linear_schedule(0.0, base, max(warmup, 1)), decay], boundaries=[warmup]
     )
 
 
@@ -120,9 +143,12 @@ def kernel_mask(params):
 
 
 def create_optimizer(config, learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
-    """SGD with Nesterov momentum; weight decay ``wd * kernel`` added to the kernels' gradients."""
+    """SGD with momentum (Nesterov if ``nesterov``) and L2 weight decay ``wd * w`` added to the
+    gradients of the kernels (``weight_decay_on="kernels"``, the Flax examples) or of every
+    parameter (``"all"``, PyTorch's SGD ``weight_decay`` as the paper used it)."""
+    mask = None if config.get("weight_decay_on", "kernels") == "all" else kernel_mask
     return optax.chain(
-        optax.add_decayed_weights(config.weight_decay, mask=kernel_mask),
+        optax.add_decayed_weights(config.weight_decay, mask=mask),
         optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov),
     )
 
@@ -347,16 +373,54 @@ def save_checkpoint(manager, parallel: Parallel, state, step: int) -> None:
 # --- The loop. ----------------------------------------------------------------------------------
 
 
+class BestValidation:
+    """Keeps the state of the step with the best validation accuracy in ``workdir/best``.
+
+    The accuracy and step sit next to the checkpoint in ``best.json``, so a
+    resumed run goes on comparing against them.
+    """
+
+    def __init__(self, workdir: str, config):
+        self.directory = os.path.join(workdir, "best")
+        self.manager = ocp.CheckpointManager(
+            os.path.join(self.directory, "checkpoints"),
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+        )
+        self.record = os.path.join(self.directory, "best.json")
+        self.accuracy, self.step = -1.0, None
+        if os.path.exists(self.record):
+            with open(self.record) as f:
+                saved = json.load(f)
+            self.accuracy, self.step = saved["validation_accuracy"], saved["step"]
+
+    def offer(self, parallel: Parallel, state, step: int, accuracy: float) -> None:
+        """Saves ``state`` if ``accuracy`` beats the best so far."""
+        if accuracy <= self.accuracy:
+            return
+        self.accuracy, self.step = accuracy, step
+        save_checkpoint(self.manager, parallel, state, step)
+        self.manager.wait_until_finished()
+        if jax.process_index() == 0:
+            with open(self.record, "w") as f:
+                json.dump({"validation_accuracy": accuracy, "step": step}, f)
+
+    def restore(self, parallel: Parallel, host_state):
+        self.manager.wait_until_finished()
+        return restore_checkpoint(self.manager, parallel, host_state)
+
+
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or Inf."""
 
 
-def evaluate(config, parallel: Parallel, eval_fn, state, sharding) -> dict[str, float]:
-    """Loss and accuracy over the whole eval split."""
+def evaluate(
+    config, parallel: Parallel, eval_fn, state, sharding, which: str = "test"
+) -> dict[str, float]:
+    """Loss and accuracy over the whole ``which`` split ("test" or "validation")."""
     if parallel.parallelism == "pmap":
         state = sync_batch_stats(state)
     totals = None
-    for batch in input_pipeline.eval_batches(config, sharding=sharding):
+    for batch in input_pipeline.eval_batches(config, sharding=sharding, which=which):
         sums = eval_fn(state, parallel.put_batch(batch))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = parallel.first(totals)
@@ -368,7 +432,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates.
 
     Writes TensorBoard events and ``summary.json`` to ``workdir`` (process 0) and
-    returns the final state as host arrays.
+    returns the final state as host arrays (with ``validation_fraction``: the
+    state of the best validation step, the one whose test score is reported).
 
     Raises:
       ValueError: a bad config value, before any work.
@@ -444,6 +509,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             train_loss = float(fetched[-1][1]["loss"])
         return fetched
 
+    best = BestValidation(workdir, config) if config.get("validation_fraction", 0.0) else None
+
+    def evaluate_step(state, step):
+        """Scores the validation split (offering the state to ``best``) or the test split."""
+        which = "test" if best is None else "validation"
+        scores = evaluate(config, parallel, eval_fn, state, sharding, which)
+        if best is not None:
+            best.offer(parallel, state, step, scores["accuracy"])
+        if is_chief:
+            for key, value in scores.items():
+                writer.add_scalar(f"{which}/{key}", value, step)
+        return scores
+
     train_iter = input_pipeline.train_batches(config, start_step=start_step, sharding=sharding)
     timed_steps, timed_seconds, tick = 0, 0.0, None
     for step in range(start_step + 1, total_steps + 1):
@@ -477,21 +555,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if checkpoint_now:
                 save_checkpoint(manager, parallel, state, step)
             if eval_now and step != total_steps:
-                results = evaluate(config, parallel, eval_fn, state, sharding)
-                if is_chief:
-                    for key, value in results.items():
-                        writer.add_scalar(f"test/{key}", value, step)
+                evaluate_step(state, step)
             tick = time.perf_counter()
     progress.close()
     check_pending()
 
-    results = evaluate(config, parallel, eval_fn, state, sharding)
+    final = evaluate_step(state, total_steps)
+    selected = {}
+    if best is not None:
+        # The paper's protocol: the test score of the best validation step.
+        state = best.restore(parallel, host_state)
+        final = evaluate(config, parallel, eval_fn, state, sharding)
+        selected = {"best_validation_accuracy": best.accuracy, "selected_step": best.step}
+        best.manager.close()
+    results = final
     manager.wait_until_finished()
     manager.close()
     wall_seconds = time.perf_counter() - start_time
     summary = {
         "test_accuracy": results["accuracy"],
         "test_loss": results["loss"],
+        **selected,
         "train_loss": train_loss,
         "steps": total_steps,
         "train_examples_per_sec": (
@@ -507,8 +591,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         "batch_size": config.batch_size,
     }
     if is_chief:
-        for key in ("loss", "accuracy"):
-            writer.add_scalar(f"test/{key}", results[key], total_steps)
+        if best is not None:
+            for key in ("loss", "accuracy"):
+                writer.add_scalar(f"test/{key}", results[key], best.step)
         writer.close()
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)

@@ -32,10 +32,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_epochs = 30.0
     config.num_train_steps = -1  # > 0 overrides num_epochs.
     config.warmup_epochs = 2.0
-    config.learning_rate = 0.4  # Scaled by batch_size / 256.
+    config.learning_rate = 0.4  # Scaled by batch_size / 256 (see scale_learning_rate).
+    config.scale_learning_rate = True
+    config.lr_schedule = "cosine"  # or "step": times lr_decay_factor at lr_boundaries_epochs.
+    config.lr_boundaries_epochs = ()
+    config.lr_decay_factor = 0.1
     config.momentum = 0.9
     config.nesterov = True
     config.weight_decay = 5e-4
+    config.weight_decay_on = "kernels"  # or "all" (PyTorch's SGD weight_decay, as the paper).
     config.label_smoothing = 0.0
     # Devices.
     config.parallelism = "pmap"  # or "jit" (a Mesh with a "data" axis).
@@ -43,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Logging and checkpoints.
     config.log_every_steps = 20
     config.eval_every_steps = 0  # 0: evaluate at the end only.
+    # > 0: hold out this fraction of the training split; every evaluation scores it, and the test
+    # score is that of the step with the best validation accuracy (the paper's CIFAR protocol).
+    config.validation_fraction = 0.0
     config.checkpoint_every_steps = 200
     config.max_checkpoints_to_keep = 3
     config.progress_bar = True
