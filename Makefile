@@ -31,6 +31,7 @@ train: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.resnet50
+	$(BIN)/python -m benchmarks.overhead
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,25 @@
+"""The measurement scripts behind README's and BENCHMARKS.md's tables run and measure what they say."""
+
+import json
+
+import pytest
+
+from benchmarks import output_scale, overhead
+
+
+def test_output_scale_after_batch_norm_is_one_over_sqrt_n_with_the_papers_convention():
+    row = output_scale.measure(8)
+    assert row["bn_rms"] == pytest.approx(1.0, abs=0.01)
+    assert row["backward_ratio"] == pytest.approx(1 / 8, rel=0.1)
+    assert row["ortho_ratio"] == pytest.approx(1.0, rel=0.1)
+    assert row["forward_ratio"] == pytest.approx(8.0, rel=0.1)
+    assert min(row[f"{n}_correlation"] for n in ("backward", "ortho", "forward")) > 0.99
+
+
+def test_overhead_benchmark_times_a_row_against_its_baseline(tmp_path):
+    out = tmp_path / "overhead.json"
+    args = ["--rows", "cifar_resnet18", "--cifar-batch", "2", "--repeats", "1", "--warmup", "0"]
+    assert overhead.main([*args, "--out", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["placement"] == "sbn34" and result["paper_overhead_percent"] == "16"
+    assert result["bn_median_s"] > 0 and result["sbn_median_s"] > 0
