@@ -1,4 +1,4 @@
-"""The measurement scripts behind README's and BENCHMARKS.md's tables run and measure what they say."""
+"""The scripts behind the tables of README and BENCHMARKS.md run and measure what they say."""
 
 import json
 
