@@ -45,6 +45,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that produced a result: ``python -m <module> <arguments>``."""
+    import sys
+
+    return " ".join([f"python -m {module}", *(argv if argv is not None else sys.argv[1:])])
+
+
 def machine_line(info: dict[str, Any]) -> str:
     return (
         f"{info['cpu_model']}, {info['cpu_cores']} cores; jax {info['jax_version']} backend "

@@ -97,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     print(common.format_table(header, table))
     payload = {
         "benchmark": "overhead",
-        "command": " ".join(
-            ["python -m benchmarks.overhead", *(argv if argv is not None else sys.argv[1:])]
-        ),
+        "command": common.command_line("benchmarks.overhead", argv),
         "machine": info,
         "repeats": args.repeats,
         "warmup": args.warmup,

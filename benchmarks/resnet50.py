@@ -115,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     print(common.format_table(["variant", "median ms", "x bn", "temp MiB", "temp x bn"], rows))
     payload = {
         "benchmark": "resnet50",
-        "command": " ".join(
-            ["python -m benchmarks.resnet50", *(argv if argv is not None else sys.argv[1:])]
-        ),
+        "command": common.command_line("benchmarks.resnet50", argv),
         "machine": info,
         "batch": args.batch,
         "size": args.size,
