@@ -24,10 +24,11 @@ def _module(name):
     return importlib.import_module(f"train.configs.paper.{name}")
 
 
-def test_one_recipe_per_row_of_tables_1_2_and_4():
+def test_one_recipe_per_row_of_tables_1_to_4():
     rows = {(name, variant) for name in RECIPES for variant in _module(name).ROWS}
-    assert len(RECIPES) == 11 and len(rows) == 33
-    assert {name.split("_", 1)[0] for name in RECIPES} == {"cifar10", "cifar100", "imagenet"}
+    assert len(RECIPES) == 13 and len(rows) == 39
+    prefixes = {name.split("_", 1)[0] for name in RECIPES}
+    assert prefixes == {"cifar10", "cifar100", "tinyimagenet", "imagenet"}
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -60,6 +61,9 @@ def test_recipes_follow_the_paper():
     assert vgg.weight_decay == 5e-4
     cifar100 = _module("cifar100_resnet50").get_config("bn")
     assert cifar100.lr_boundaries_epochs == (60, 120, 160) and cifar100.weight_decay == 5e-4
+    tiny = _module("tinyimagenet_resnet18").get_config("sbn34")
+    assert (tiny.num_epochs, tiny.batch_size, tiny.image_size) == (300, 128, 224)
+    assert tiny.lr_boundaries_epochs == (75, 150, 225) and tiny.weight_decay == 1e-4
     imagenet = _module("imagenet_resnet50").get_config("sbn4")
     assert imagenet.num_epochs == 400 and imagenet.batch_size == 256
     assert imagenet.lr_boundaries_epochs == (75, 150, 225, 300, 375)
@@ -80,7 +84,7 @@ def test_recipe_runs_two_steps_on_mock_data(name, tmp_path, monkeypatch):
     config.parallelism, config.num_devices = "jit", 1
     config.progress_bar = False
     config.half_precision = False
-    if config.dataset == "imagenet2012":
+    if config.dataset in ("imagenet2012", "tiny_imagenet"):
         config.image_size = 64
     workdir = tmp_path / "run"
     # The pipeline runs on mock data first; the loop then runs outside the mock, which would

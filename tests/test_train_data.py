@@ -148,3 +148,57 @@ def test_validation_fraction_holds_out_the_end_of_the_training_split(tmp_path):
     with pytest.raises(ValueError, match="whole percentage"):
         config.validation_fraction = 0.125
         input_pipeline.train_split(config)
+
+
+def _write_tiny_imagenet(root, per_class=2, validation=3):
+    """A tiny-imagenet-200 folder: 200 wnids, `per_class` JPEGs in 3 classes, `validation` more."""
+    import tensorflow as tf
+
+    folder = root / "tiny-imagenet-200"
+    wnids = [f"n{index:08d}" for index in range(200)]
+    folder.mkdir(parents=True)
+    (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    rng = np.random.default_rng(0)
+
+    def jpeg(path):
+        pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(tf.io.encode_jpeg(pixels).numpy())
+
+    for wnid in wnids[:3]:  # Classes without images are fine; three have some.
+        for index in range(per_class):
+            jpeg(folder / "train" / wnid / "images" / f"{wnid}_{index}.JPEG")
+    lines = []
+    for index in range(validation):
+        jpeg(folder / "val" / "images" / f"val_{index}.JPEG")
+        lines.append(f"val_{index}.JPEG\t{wnids[index + 1]}\t0\t0\t63\t63")
+    (folder / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_tiny_imagenet_builds_from_the_manual_folder_and_feeds_the_imagenet_pipeline(tmp_path):
+    _write_tiny_imagenet(tmp_path / "manual")
+    config = default.get_config()
+    config.dataset, config.image_size = "tiny_imagenet", 32
+    config.data_dir, config.manual_dir = str(tmp_path / "tfds"), str(tmp_path / "manual")
+    config.batch_size, config.eval_batch_size = 2, 2
+    spec = input_pipeline.dataset_spec(config)
+    assert spec.num_classes == 200
+    assert input_pipeline.num_examples(config, "train") == 6
+    assert input_pipeline.steps_per_epoch(config) == 3
+    batches = input_pipeline.train_batches(config)
+    for _ in range(4):
+        _check_batch(next(batches), 2, (32, 32, 3), 3, _normalized_range(spec), mask=False)
+    evals = list(input_pipeline.eval_batches(config))
+    assert len(evals) == 2
+    labels = np.concatenate([b["label"] for b in evals])
+    masks = np.concatenate([b["mask"] for b in evals])
+    np.testing.assert_array_equal(masks, [1, 1, 1, 0])
+    assert sorted(labels[:3].tolist()) == [1, 2, 3]
+
+
+def test_tiny_imagenet_without_the_folder_says_where_to_put_it(tmp_path):
+    config = default.get_config()
+    config.dataset, config.data_dir = "tiny_imagenet", str(tmp_path / "tfds")
+    config.manual_dir = str(tmp_path / "nothing")
+    with pytest.raises(Exception, match="tiny-imagenet-200"):
+        input_pipeline.builder(config)

@@ -33,7 +33,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagenet2012", "fake")
+from train import tiny_imagenet  # noqa: F401  (registers the "tiny_imagenet" builder)
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagenet2012", "tiny_imagenet", "fake")
 
 # Per-channel statistics of the training images, in the images' own units.
 CIFAR_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
@@ -116,6 +118,18 @@ SPECS = {
         "imagenet2012",
         1000,
         (224, 224, 3),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        eval_split="validation",
+        in_memory=False,
+    ),
+    # Tiny ImageNet's 64x64 JPEGs go through the ImageNet preprocessing at image_size (the
+    # paper: random crop 224 and flip; resize 256 and center crop 224), with ImageNet's statistics.
+    "tiny_imagenet": DatasetSpec(
+        "tiny_imagenet",
+        "tiny_imagenet",
+        200,
+        (64, 64, 3),
         IMAGENET_MEAN,
         IMAGENET_STD,
         eval_split="validation",
@@ -250,7 +264,7 @@ def imagenet_eval(spec: DatasetSpec, shape) -> Callable:
 
 def _preprocessors(config) -> tuple[Callable, Callable]:
     spec, shape = dataset_spec(config), image_shape(config)
-    if spec.name == "imagenet2012":
+    if spec.name in ("imagenet2012", "tiny_imagenet"):
         return imagenet_train(spec, shape), imagenet_eval(spec, shape)
     pad = config.get("crop_padding", 1 if spec.name == "digits" else 4)
     flip = config.get("random_flip", spec.name != "digits")
@@ -282,6 +296,10 @@ def builder(config) -> tfds.core.DatasetBuilder:
     if spec.name in ("digits", "cifar10", "cifar100"):
         # Digits: built from scikit-learn's copy, no network. CIFAR: downloads when missing.
         dataset_builder.download_and_prepare()
+    elif spec.name == "tiny_imagenet":  # Built once from the folder in the manual directory.
+        dataset_builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=config.get("manual_dir"))
+        )
     return dataset_builder
 
 

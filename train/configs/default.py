@@ -12,6 +12,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Data.
     config.dataset = "digits"
     config.data_dir = config_dict.placeholder(str)  # None: tfds's default (~/tensorflow_datasets).
+    # Where manually downloaded data sits (tiny_imagenet); None: <data_dir>/downloads/manual.
+    config.manual_dir = config_dict.placeholder(str)
     config.image_size = config_dict.placeholder(int)  # None: the native size (8x8 for digits).
     config.crop_padding = 1  # Random translation by up to this many pixels.
     config.random_flip = False  # Digits are not mirror-symmetric.

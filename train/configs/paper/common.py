@@ -24,6 +24,7 @@ import ml_collections
 from train.configs import default
 
 CIFAR_TRAIN_EXAMPLES = 45_000  # 9/10 of CIFAR's 50,000 training images.
+TINY_IMAGENET_TRAIN_EXAMPLES = 100_000
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
 
@@ -33,7 +34,7 @@ def paper_config(
     """The recipe of ``table``'s row ``variant`` of ``model`` on ``dataset``.
 
     Args:
-      dataset: "cifar10", "cifar100" or "imagenet2012".
+      dataset: "cifar10", "cifar100", "tiny_imagenet" or "imagenet2012".
       model: a name in :data:`sbn_jax.models.MODELS`.
       variant: a key of ``rows``; None: the last (the paper's SBN row).
       rows: the table's variants for this model, each with the paper's accuracy.
@@ -69,6 +70,8 @@ def paper_config(
         _cifar(config, dataset, model)
     elif dataset == "imagenet2012":
         _imagenet(config)
+    elif dataset == "tiny_imagenet":
+        _tiny_imagenet(config)
     else:
         raise ValueError(f"no paper recipe for dataset {dataset!r}")
     return config
@@ -99,4 +102,16 @@ def _imagenet(config) -> None:
     config.weight_decay = 1e-4
     config.parallelism = "jit"
     steps_per_epoch = IMAGENET_TRAIN_EXAMPLES // config.batch_size
+    config.eval_every_steps = config.checkpoint_every_steps = steps_per_epoch
+
+
+def _tiny_imagenet(config) -> None:
+    # The validation split is the test set (Tiny ImageNet's test labels are not public).
+    config.image_size = 224
+    config.shuffle_buffer_size = 16 * 128
+    config.batch_size, config.eval_batch_size = 128, 200
+    config.num_epochs = 300.0
+    config.lr_boundaries_epochs, config.lr_decay_factor = (75, 150, 225), 0.1
+    config.weight_decay = 1e-4
+    steps_per_epoch = TINY_IMAGENET_TRAIN_EXAMPLES // config.batch_size
     config.eval_every_steps = config.checkpoint_every_steps = steps_per_epoch
