@@ -185,6 +185,50 @@ def power_spectrum(x: jax.Array, *, axis: int = -1, shift: bool = False) -> jax.
     return jnp.fft.fftshift(power, axes=(-2, -1)) if shift else power
 
 
+# The percentiles of feature-map values the paper plots per epoch (its Fig. 2).
+PAPER_PERCENTILES = (100.0, 93.0, 84.0, 69.0, 50.0, 31.0, 16.0, 7.0, 0.0)
+
+
+def value_percentiles(x: jax.Array, percentiles: Sequence[float] = PAPER_PERCENTILES) -> jax.Array:
+    """Percentiles of all the values of ``x`` (any shape), as the paper's Fig. 2 tracks them.
+
+    Returns:
+      ``(len(percentiles),)`` float32, in the order given (default: max, 93, 84,
+      69, 50, 31, 16, 7, min), linear interpolation between order statistics.
+    """
+    if not all(0.0 <= p <= 100.0 for p in percentiles):
+        raise ValueError(f"percentiles must lie in [0, 100]; got {tuple(percentiles)}.")
+    ordered = jnp.sort(jnp.ravel(x).astype(jnp.promote_types(x.dtype, jnp.float32)))
+    # Positions in float64 on the host, so that 100 and 0 are exactly the max and the min.
+    positions = np.asarray(percentiles, np.float64) / 100.0 * (ordered.shape[0] - 1)
+    low = np.floor(positions).astype(np.int64)
+    high = np.minimum(low + 1, ordered.shape[0] - 1)
+    fraction = jnp.asarray(positions - low, ordered.dtype)
+    return ordered[low] * (1 - fraction) + ordered[high] * fraction
+
+
+def magnitude_spectra(
+    x: jax.Array, *, example: int = 0, axis: int = -1, norm: str = "backward"
+) -> jax.Array:
+    """``|fft2|`` of every channel of one example, zero frequency in the middle (paper's Fig. 3).
+
+    Args:
+      x: real feature maps ``(B, H, W, C)``; with ``axis=1``, ``(B, C, H, W)``.
+      example: which example of the batch.
+      axis: the channel axis, -1 or 1.
+      norm: the transform's norm; "backward" is the paper's Eq. (1).
+
+    Returns:
+      ``(C, H, W)`` float32 magnitudes, ``fftshift``-ed.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"magnitude_spectra expects a 4-D batch of feature maps; got {x.shape}.")
+    if not -x.shape[0] <= example < x.shape[0]:
+        raise ValueError(f"example {example} is out of range for a batch of {x.shape[0]}.")
+    image = jnp.moveaxis(x, axis, 1)[example].astype(jnp.promote_types(x.dtype, jnp.float32))
+    return jnp.fft.fftshift(jnp.abs(jnp.fft.fft2(image, norm=norm)), axes=(-2, -1))
+
+
 def radial_frequency(height: int, width: int) -> np.ndarray:
     """Radial frequency of every bin of an unshifted ``(H, W)`` FFT, in cycles per pixel.
 

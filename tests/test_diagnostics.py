@@ -149,3 +149,29 @@ def test_summarize_shapes_and_values(stack):
         summary["norm"][3], diagnostics.feature_norm(outputs["block3"]), rtol=1e-6
     )
     assert np.all((summary["flatness"] > 0) & (summary["flatness"] <= 1 + 1e-6))
+
+
+def test_value_percentiles_match_numpy_in_the_papers_order():
+    x = jax.random.normal(jax.random.key(3), (4, 5, 6, 7))
+    got = diagnostics.value_percentiles(x)
+    expected = np.percentile(np.asarray(x, np.float64), diagnostics.PAPER_PERCENTILES)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert float(got[0]) == float(jnp.max(x)) and float(got[-1]) == float(jnp.min(x))
+    assert np.all(np.diff(np.asarray(got)) <= 0)
+    with pytest.raises(ValueError, match=r"percentiles must lie in \[0, 100\]"):
+        diagnostics.value_percentiles(x, (50.0, 101.0))
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_magnitude_spectra_of_one_example_per_channel(axis):
+    x = np.random.default_rng(0).normal(size=(3, 6, 8, 2))
+    layout = x if axis == -1 else np.moveaxis(x, -1, 1)
+    got = diagnostics.magnitude_spectra(jnp.asarray(layout, jnp.float32), example=1, axis=axis)
+    assert got.shape == (2, 6, 8)
+    for c in range(2):
+        expected = np.fft.fftshift(np.abs(np.fft.fft2(x[1, :, :, c])))
+        np.testing.assert_allclose(got[c], expected, rtol=1e-4, atol=1e-4)
+    # Zero frequency in the middle: |X[0, 0]| = |sum of the map| after the shift.
+    np.testing.assert_allclose(got[0, 3, 4], abs(x[1, :, :, 0].sum()), rtol=1e-4)
+    with pytest.raises(ValueError, match="out of range"):
+        diagnostics.magnitude_spectra(jnp.asarray(layout, jnp.float32), example=3, axis=axis)
