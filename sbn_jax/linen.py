@@ -143,7 +143,9 @@ class SpatialSpectralBatchNorm(_SpectralOptions):
 
     Takes the attributes of :class:`SpectralBatchNorm`; ``momentum``,
     ``epsilon``, ``dtype``, ``param_dtype``, ``use_bias``, ``use_scale``,
-    ``axis``, ``axis_name`` and ``axis_index_groups`` apply to both layers.
+    ``axis``, ``axis_name`` and ``axis_index_groups`` apply to both layers
+    (``use_bias``/``use_scale`` to the BatchNorm only where SBN does not make
+    them redundant, see below).
     Parameters and statistics sit under the submodules ``BatchNorm_0`` and
     ``SpectralBatchNorm_0``. ``spectral_scale_init``, when given, replaces
     ``scale_init`` for the SBN layer only (e.g. zeros at the end of a residual

@@ -186,9 +186,9 @@ class SpatialSpectralBatchNorm(nnx.Module):
     ``epsilon``, ``dtype``, ``param_dtype``, ``use_bias``, ``use_scale``,
     ``bias_init``, ``scale_init``, ``axis``, ``axis_name`` and
     ``axis_index_groups`` apply to both layers, available as ``.batch_norm``
-    and ``.spectral_batch_norm``. As in :class:`sbn_jax.linen.SpatialSpectralBatchNorm`,
-    the BatchNorm drops the affine parameters that SBN makes redundant unless
-    ``redundant_affine=True``.
+    and ``.spectral_batch_norm``. As in
+    :class:`sbn_jax.linen.SpatialSpectralBatchNorm`, the BatchNorm drops the
+    affine parameters that SBN makes redundant unless ``redundant_affine=True``.
     """
 
     def __init__(
