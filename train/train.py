@@ -338,12 +338,15 @@ def make_parallel(config) -> Parallel:
 # --- Checkpoints. -------------------------------------------------------------------------------
 
 
-def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+def checkpoint_manager(
+    workdir: str, config, max_to_keep: int | None = None
+) -> ocp.CheckpointManager:
+    """Checkpoints in ``workdir/checkpoints``, the last ``max_to_keep`` (default: the config's)."""
+    if max_to_keep is None:
+        max_to_keep = config.get("max_checkpoints_to_keep", 3)
     return ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), "checkpoints"),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=config.get("max_checkpoints_to_keep", 3), create=True
-        ),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
     )
 
 
@@ -382,10 +385,7 @@ class BestValidation:
 
     def __init__(self, workdir: str, config):
         self.directory = os.path.join(workdir, "best")
-        self.manager = ocp.CheckpointManager(
-            os.path.join(self.directory, "checkpoints"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
-        )
+        self.manager = checkpoint_manager(self.directory, config, max_to_keep=1)
         self.record = os.path.join(self.directory, "best.json")
         self.accuracy, self.step = -1.0, None
         if os.path.exists(self.record):
