@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_FORWARD_SCALE = {
+FORWARD_SCALE = {
     "backward": lambda n: 1.0,
     "ortho": lambda n: n**-0.5,
     "forward": lambda n: 1.0 / n,
@@ -68,7 +68,7 @@ def _mean_weights(width: int, rows: int, norm: str) -> tuple[np.ndarray, np.ndar
     n = np.arange(width)[:, None]
     k = np.arange(bins)[None, :]
     w = np.exp(-2j * np.pi * n * k / width).sum(axis=1)
-    w = w * _FORWARD_SCALE[norm](rows * width) * rows / (rows * bins)
+    w = w * FORWARD_SCALE[norm](rows * width) * rows / (rows * bins)
     return w.real, w.imag
 
 
@@ -147,7 +147,7 @@ def moments(x: jax.Array, layout, fft_norm: str) -> tuple[jax.Array, jax.Array, 
     mean_imag = jnp.sum(first * _along(w_imag, last, ndim).astype(dtype), axis=others)
 
     energy = pixels * jnp.sum(x * x, axis=others)
-    c2 = _FORWARD_SCALE[fft_norm](pixels) ** 2
+    c2 = FORWARD_SCALE[fft_norm](pixels) ** 2
     mean_square = c2 / (2 * bins) * (energy + rows * _unpaired_energy(x, layout))
     return mean_real / count, mean_imag / count, mean_square / count
 
@@ -157,7 +157,18 @@ def variance(mean_real: jax.Array, mean_imag: jax.Array, mean_square: jax.Array)
     return jnp.maximum(mean_square - mean_real**2 - mean_imag**2, 0.0)
 
 
-def apply(x, stats, scale, bias, layout, fft_norm: str, epsilon: float) -> jax.Array:
+def apply(
+    x,
+    stats,
+    scale,
+    bias,
+    layout,
+    fft_norm: str,
+    epsilon: float,
+    use_mean: bool = True,
+    divide_by: str = "std",
+    constant_std: float = 1.0,
+) -> jax.Array:
     """SBN output with channel statistics: ``a * x + Re(b) P_r + Im(b) P_i``.
 
     The patterns live on the first row only, so the correction is computed
@@ -175,18 +186,26 @@ def apply(x, stats, scale, bias, layout, fft_norm: str, epsilon: float) -> jax.A
       layout: the input's layout.
       fft_norm: the transforms' norm.
       epsilon: added to the variance.
+      use_mean, divide_by, constant_std: the ablations of
+        :func:`sbn_jax.functional.normalize_spectrum`; ``a`` is then
+        ``scale / constant_std`` or ``scale``, and ``mu`` is 0 without the mean.
 
     Returns:
       Array with the shape and dtype of ``x``.
     """
     ndim, feature, last, dtype = layout.ndim, layout.feature_axis, layout.spatial_axes[-1], x.dtype
-    factor = jax.lax.rsqrt(stats.var.astype(dtype) + epsilon)
+    if divide_by == "std":
+        factor = jax.lax.rsqrt(stats.var.astype(dtype) + epsilon)
+    else:
+        factor = jnp.full(stats.var.shape, 1.0 / constant_std if divide_by == "constant" else 1.0)
+        factor = factor.astype(dtype)
     if scale is not None:
         factor = factor * scale.astype(dtype)
-    offset_real = -factor * stats.mean_real.astype(dtype)
+    zero = jnp.zeros_like(factor)
+    offset_real = -factor * stats.mean_real.astype(dtype) if use_mean else zero
     if bias is not None:
         offset_real = offset_real + bias.astype(dtype)
-    offset_imag = -factor * stats.mean_imag.astype(dtype)
+    offset_imag = -factor * stats.mean_imag.astype(dtype) if use_mean else zero
 
     sizes = tuple(x.shape[i] for i in layout.spatial_axes)
     p_real, p_imag = (

@@ -51,6 +51,7 @@ from sbn_jax import _closed_form, _dft
 
 FFT_NORMS = ("ortho", "backward", "forward")
 IMPLS = ("auto", "fft", "closed_form", "matmul")
+DIVIDE_BY = ("std", "constant", "none")
 # Largest spatial size for which "auto" uses the matmul DFT on accelerators.
 MATMUL_MAX_SIZE = 64
 
@@ -64,12 +65,16 @@ class Statistics(NamedTuple):
     Attributes:
       mean_real: real part of the complex spectral mean.
       mean_imag: imaginary part of the complex spectral mean.
-      var: biased variance ``mean(|X - mean|**2)``, real and non-negative.
+      var: biased variance ``mean(|X - mean|**2)``, real and non-negative; with
+        ``separate_real_imag`` the variance of the real part only.
+      var_imag: None, or with ``separate_real_imag`` the variance of the
+        imaginary part.
     """
 
     mean_real: jax.Array
     mean_imag: jax.Array
     var: jax.Array
+    var_imag: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,11 +163,10 @@ def statistics_shape(shape: Sequence[int], layout: Layout, per_frequency: bool) 
     return tuple(n for i, n in enumerate(full) if i not in layout.batch_axes)
 
 
-def init_statistics(shape: Sequence[int]) -> Statistics:
-    """Initial running statistics: mean 0 + 0j, variance 1, float32."""
-    return Statistics(
-        jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32)
-    )
+def init_statistics(shape: Sequence[int], separate_real_imag: bool = False) -> Statistics:
+    """Initial running statistics: mean 0 + 0j, variance(s) 1, float32."""
+    zeros, ones = jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32)
+    return Statistics(zeros, zeros, ones, ones if separate_real_imag else None)
 
 
 def update_running_statistics(
@@ -174,7 +178,10 @@ def update_running_statistics(
     batch variance; see :func:`running_variance_factor`). PyTorch's and the
     paper's ``momentum`` (lambda) is ``1 - momentum`` here.
     """
-    batch = batch._replace(var=batch.var * variance_factor)
+    batch = batch._replace(
+        var=batch.var * variance_factor,
+        var_imag=None if batch.var_imag is None else batch.var_imag * variance_factor,
+    )
     return jax.tree.map(
         lambda r, b: momentum * r + (1.0 - momentum) * b.astype(r.dtype), running, batch
     )
@@ -232,6 +239,28 @@ def _check_fft_norm(fft_norm: str) -> None:
         raise ValueError(f"fft_norm must be one of {FFT_NORMS}; got {fft_norm!r}.")
 
 
+def check_ablation(divide_by: str, separate_real_imag: bool) -> None:
+    """Validates the ablation options of :func:`spectral_batch_norm`."""
+    if divide_by not in DIVIDE_BY:
+        raise ValueError(f"divide_by must be one of {DIVIDE_BY}; got {divide_by!r}.")
+    if separate_real_imag and divide_by != "std":
+        raise ValueError(
+            "separate_real_imag=True changes which standard deviations divide the spectrum, so "
+            f'it needs divide_by="std"; got divide_by={divide_by!r}.'
+        )
+
+
+def white_spectrum_std(fft_norm: str, size: int) -> float:
+    """Standard deviation of every bin of ``rfftn(x)`` for white, unit-variance ``x``.
+
+    ``size`` is the number of spatial positions ``n``: ``sqrt(n)`` under
+    "backward", 1 under "ortho", ``1 / sqrt(n)`` under "forward". Dividing a
+    spectrum by it and transforming back is the feature map times
+    ``1 / sqrt(n)``, 1 and ``sqrt(n)`` respectively: the inverse pair is exact.
+    """
+    return _closed_form.FORWARD_SCALE[fft_norm](size) * math.sqrt(size)
+
+
 def _reduction_group_size(axis_name: Any, axis_index_groups: Any) -> int:
     if axis_name is None:
         return 1
@@ -275,6 +304,7 @@ def spectrum_statistics(
     per_frequency: bool,
     axis_name: Any = None,
     axis_index_groups: Any = None,
+    separate_real_imag: bool = False,
 ) -> Statistics:
     """Batch statistics of a spectrum, optionally across devices.
 
@@ -286,6 +316,8 @@ def spectrum_statistics(
       axis_name: pmap/shard_map axis to average over; two passes (the mean,
         then the centered second moment), as flax BatchNorm does.
       axis_index_groups: device groups to average within.
+      separate_real_imag: one variance for the real parts and one for the
+        imaginary parts instead of one for ``|X - mean|**2``.
 
     Returns:
       :class:`Statistics` with :func:`statistics_shape`.
@@ -293,13 +325,18 @@ def spectrum_statistics(
     axes = layout.batch_axes if per_frequency else layout.batch_axes + layout.spatial_axes
     mean = _pmean(jnp.mean(spectrum, axis=axes, keepdims=True), axis_name, axis_index_groups)
     centered = spectrum - mean
-    second = jnp.mean(jnp.real(centered) ** 2 + jnp.imag(centered) ** 2, axis=axes, keepdims=True)
-    var = _pmean(second, axis_name, axis_index_groups)
-    keep = layout.batch_axes if per_frequency else axes
+
+    def variance(values):
+        second = jnp.mean(values, axis=axes, keepdims=True)
+        return jnp.squeeze(_pmean(second, axis_name, axis_index_groups), axes)
+
+    real_square, imag_square = jnp.real(centered) ** 2, jnp.imag(centered) ** 2
+    if separate_real_imag:
+        var, var_imag = variance(real_square), variance(imag_square)
+    else:
+        var, var_imag = variance(real_square + imag_square), None
     return Statistics(
-        jnp.squeeze(jnp.real(mean), keep),
-        jnp.squeeze(jnp.imag(mean), keep),
-        jnp.squeeze(var, keep),
+        jnp.squeeze(jnp.real(mean), axes), jnp.squeeze(jnp.imag(mean), axes), var, var_imag
     )
 
 
@@ -311,22 +348,49 @@ def normalize_spectrum(
     layout: Layout,
     per_frequency: bool,
     epsilon: float,
+    use_mean: bool = True,
+    divide_by: str = "std",
+    constant_std: float = 1.0,
 ) -> jax.Array:
-    """``scale * (X - mean) / sqrt(var + epsilon) + bias``; ``bias`` lands on the real part."""
-    mean = _broadcast_statistic(stats.mean_real, layout, per_frequency) + 1j * _broadcast_statistic(
-        stats.mean_imag, layout, per_frequency
-    )
-    factor = jax.lax.rsqrt(_broadcast_statistic(stats.var, layout, per_frequency) + epsilon)
+    """``scale * (X - mean) / sqrt(var + epsilon) + bias``; ``bias`` lands on the real part.
+
+    ``use_mean=False`` drops ``- mean``. ``divide_by="constant"`` divides by
+    ``constant_std`` (see :func:`white_spectrum_std`) instead of the
+    statistics' standard deviation, ``"none"`` by nothing. Statistics with a
+    ``var_imag`` divide real and imaginary parts by their own deviations.
+    """
+    real_dtype = spectrum.real.dtype
+
+    def broadcast(stat):
+        return _broadcast_statistic(stat, layout, per_frequency).astype(real_dtype)
+
+    if use_mean:
+        mean = broadcast(stats.mean_real) + 1j * broadcast(stats.mean_imag)
+        spectrum = spectrum - mean.astype(spectrum.dtype)
+    factor = jnp.ones((), real_dtype)
     if scale is not None:
-        factor = factor * _broadcast_statistic(scale, layout, False)
-    out = (spectrum - mean.astype(spectrum.dtype)) * factor.astype(spectrum.real.dtype)
+        factor = _broadcast_statistic(scale, layout, False).astype(real_dtype)
+    if divide_by == "std" and stats.var_imag is not None:
+        real = jnp.real(spectrum) * (factor * jax.lax.rsqrt(broadcast(stats.var) + epsilon))
+        imag = jnp.imag(spectrum) * (factor * jax.lax.rsqrt(broadcast(stats.var_imag) + epsilon))
+        out = jax.lax.complex(real, imag)
+    else:
+        if divide_by == "std":
+            factor = factor * jax.lax.rsqrt(broadcast(stats.var) + epsilon)
+        elif divide_by == "constant":
+            factor = factor / constant_std
+        out = spectrum * factor
     if bias is not None:
-        out = out + _broadcast_statistic(bias, layout, False).astype(spectrum.real.dtype)
+        out = out + _broadcast_statistic(bias, layout, False).astype(real_dtype)
     return out
 
 
 def batch_norm_affine_before_sbn(
-    per_frequency: bool, use_scale: bool, use_bias: bool, redundant_affine: bool = False
+    per_frequency: bool,
+    use_scale: bool,
+    use_bias: bool,
+    redundant_affine: bool = False,
+    use_mean: bool = True,
 ) -> tuple[bool, bool]:
     """``(use_scale, use_bias)`` of a BatchNorm that feeds SBN directly.
 
@@ -342,6 +406,10 @@ def batch_norm_affine_before_sbn(
     computes the same functions (a BatchNorm scale ``g > 0`` and bias ``b`` act
     as a bias ``b / g``; a negative ``g`` as a sign flip of SBN's scale).
 
+    Under the ablations the scale stays redundant (without the division it
+    multiplies SBN's own scale, or, with ``use_scale=False``, is absent anyway),
+    and the bias is kept whenever SBN does not subtract a per-frequency mean.
+
     Args:
       per_frequency: the SBN's statistics.
       use_scale: the caller's ``use_scale`` for both layers.
@@ -349,13 +417,14 @@ def batch_norm_affine_before_sbn(
       redundant_affine: keep the BatchNorm's affine map as asked, as in the
         paper's PyTorch layers (whose recipes decay every parameter, which pins
         the redundant directions).
+      use_mean: the SBN subtracts its mean (see :func:`spectral_batch_norm`).
 
     Returns:
       The BatchNorm's ``(use_scale, use_bias)``.
     """
     if redundant_affine:
         return use_scale, use_bias
-    return False, use_bias and not per_frequency
+    return False, use_bias and not (per_frequency and use_mean)
 
 
 def compute_dtype(dtype: Any) -> jnp.dtype:
@@ -368,18 +437,25 @@ def _use_matmul(shape: Sequence[int], layout: Layout) -> bool:
     return on_accelerator and all(shape[i] <= MATMUL_MAX_SIZE for i in layout.spatial_axes)
 
 
-def resolve_impl(impl: str, per_frequency: bool, shape: Sequence[int], layout: Layout) -> str:
+def resolve_impl(
+    impl: str,
+    per_frequency: bool,
+    shape: Sequence[int],
+    layout: Layout,
+    separate_real_imag: bool = False,
+) -> str:
     """The concrete implementation ``"auto"`` stands for (see the module docstring)."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}.")
-    if impl == "closed_form" and per_frequency:
+    if impl == "closed_form" and (per_frequency or separate_real_imag):
+        what = "per_frequency=True" if per_frequency else "separate_real_imag=True"
         raise ValueError(
-            'impl="closed_form" exists for channel statistics only; per_frequency=True needs '
-            'impl="fft", "matmul" or "auto".'
+            'impl="closed_form" exists for joint channel statistics only; '
+            f'{what} needs impl="fft", "matmul" or "auto".'
         )
     if impl != "auto":
         return impl
-    if not per_frequency:
+    if not per_frequency and not separate_real_imag:
         return "closed_form"
     return "matmul" if _use_matmul(shape, layout) else "fft"
 
@@ -400,6 +476,9 @@ def spectral_batch_norm(
     axis_index_groups: Any = None,
     impl: str = "auto",
     dtype: Any = None,
+    use_mean: bool = True,
+    divide_by: str = "std",
+    separate_real_imag: bool = False,
 ) -> tuple[jax.Array, Statistics]:
     """Spectral Batch Normalization of ``x``.
 
@@ -424,6 +503,18 @@ def spectral_batch_norm(
       impl: ``"auto"``, ``"fft"``, ``"closed_form"`` or ``"matmul"`` (see the
         module docstring); all compute the same function.
       dtype: output dtype; default the input's.
+      use_mean: subtract the spectral mean (False: the paper's ablation
+        "dividing by the standard deviation only").
+      divide_by: ``"std"`` (the paper), ``"constant"`` (divide every bin by
+        :func:`white_spectrum_std` instead, a fixed down-scale of the spectrum;
+        with an exact inverse pair that is the feature map times ``1/sqrt(n)``
+        under "backward": the ablation "only down-scaling the spectrum"), or
+        ``"none"`` (with ``use_mean``: "subtracting the mean only"; without:
+        only the affine map, "gamma/beta weighting alone"). The statistics are
+        computed and returned in every case.
+      separate_real_imag: normalize real and imaginary parts with their own
+        variances (the paper's ablation; it reports that this hurts). Needs
+        ``divide_by="std"``; the statistics then carry ``var_imag``.
 
     Returns:
       ``(y, stats)``: ``y`` with the shape of ``x`` and the statistics used:
@@ -432,8 +523,9 @@ def spectral_batch_norm(
     """
     _check_input(x)
     _check_fft_norm(fft_norm)
+    check_ablation(divide_by, separate_real_imag)
     layout = resolve_layout(x.ndim, axis, spatial_axes)
-    impl = resolve_impl(impl, per_frequency, x.shape, layout)
+    impl = resolve_impl(impl, per_frequency, x.shape, layout, separate_real_imag)
     dtype = x.dtype if dtype is None else dtype
     stats_shape = statistics_shape(x.shape, layout, per_frequency)
     if use_running_average:
@@ -445,11 +537,23 @@ def spectral_batch_norm(
                 f"shape {tuple(x.shape)}: expected {stats_shape}. Per-frequency statistics only "
                 "apply to the spatial size they were computed for."
             )
+        if (running.var_imag is not None) != separate_real_imag:
+            raise ValueError(
+                f"separate_real_imag={separate_real_imag} needs running statistics "
+                f"{'with' if separate_real_imag else 'without'} var_imag; got "
+                f"var_imag={'None' if running.var_imag is None else 'an array'}."
+            )
     else:
         group = _reduction_group_size(axis_name, axis_index_groups)
         _check_statistic_count(x.shape, layout, per_frequency, group)
     stats = running if use_running_average else None
     xc = x.astype(compute_dtype(x.dtype))
+    spatial_size = math.prod(x.shape[i] for i in layout.spatial_axes)
+    ablation = dict(
+        use_mean=use_mean,
+        divide_by=divide_by,
+        constant_std=white_spectrum_std(fft_norm, spatial_size),
+    )
 
     if impl == "closed_form":
         if stats is None:
@@ -457,7 +561,7 @@ def spectral_batch_norm(
             mean_real, mean_imag, mean_square = _pmean(moments, axis_name, axis_index_groups)
             var = _closed_form.variance(mean_real, mean_imag, mean_square)
             stats = Statistics(mean_real, mean_imag, var)
-        y = _closed_form.apply(xc, stats, scale, bias, layout, fft_norm, epsilon)
+        y = _closed_form.apply(xc, stats, scale, bias, layout, fft_norm, epsilon, **ablation)
         return y.astype(dtype), stats
 
     options = dict(
@@ -468,6 +572,8 @@ def spectral_batch_norm(
         epsilon=epsilon,
         axis_name=axis_name,
         axis_index_groups=axis_index_groups,
+        separate_real_imag=separate_real_imag,
+        **ablation,
     )
     if impl == "matmul":
         y, stats = _through_spectrum(xc, stats, layout, _dft.rfftn, _dft.irfftn, **options)
@@ -477,13 +583,31 @@ def spectral_batch_norm(
 
 
 def _through_spectrum(
-    x, stats, layout, forward, inverse, *, scale, bias, per_frequency, fft_norm, epsilon, **pmean
+    x,
+    stats,
+    layout,
+    forward,
+    inverse,
+    *,
+    scale,
+    bias,
+    per_frequency,
+    fft_norm,
+    epsilon,
+    axis_name,
+    axis_index_groups,
+    separate_real_imag,
+    **ablation,
 ):
     """Steps 1-4 of the module docstring with the transform pair ``forward``/``inverse``."""
     spectrum = forward(x, layout.spatial_axes, fft_norm)
     if stats is None:
-        stats = spectrum_statistics(spectrum, layout, per_frequency, **pmean)
-    normalized = normalize_spectrum(spectrum, stats, scale, bias, layout, per_frequency, epsilon)
+        stats = spectrum_statistics(
+            spectrum, layout, per_frequency, axis_name, axis_index_groups, separate_real_imag
+        )
+    normalized = normalize_spectrum(
+        spectrum, stats, scale, bias, layout, per_frequency, epsilon, **ablation
+    )
     sizes = tuple(x.shape[i] for i in layout.spatial_axes)
     return inverse(normalized, layout.spatial_axes, sizes, fft_norm), stats
 

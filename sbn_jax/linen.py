@@ -35,6 +35,9 @@ class _SpectralOptions(nn.Module):
     axis_name: str | None = None
     axis_index_groups: Any = None
     impl: str = "auto"
+    use_mean: bool = True
+    divide_by: str = "std"
+    separate_real_imag: bool = False
 
 
 class SpectralBatchNorm(_SpectralOptions):
@@ -79,6 +82,14 @@ class SpectralBatchNorm(_SpectralOptions):
       axis_index_groups: device groups within which statistics are averaged.
       impl: "auto", "fft", "closed_form" or "matmul"; all compute the same
         function (see :mod:`sbn_jax.functional`).
+      use_mean: subtract the spectral mean (False with the default
+        ``divide_by``: the paper's ablation "dividing by the std only").
+      divide_by: "std" (the paper), "constant" (a fixed down-scale of the
+        spectrum: the feature map times ``1/sqrt(n)`` under "backward") or
+        "none" ("subtracting the mean only"); see
+        :func:`sbn_jax.functional.spectral_batch_norm`.
+      separate_real_imag: normalize real and imaginary parts with separate
+        variances; adds ``var_imag`` to ``batch_stats``.
     """
 
     @nn.compact
@@ -92,14 +103,14 @@ class SpectralBatchNorm(_SpectralOptions):
             self.running_variance, x.shape, layout, self.per_frequency
         )
         initial = functional.init_statistics(
-            functional.statistics_shape(x.shape, layout, self.per_frequency)
+            functional.statistics_shape(x.shape, layout, self.per_frequency),
+            self.separate_real_imag,
         )
-        running = functional.Statistics(
-            *(
-                self.variable("batch_stats", name, lambda v=value: v)
-                for name, value in zip(functional.Statistics._fields, initial, strict=True)
-            )
-        )
+        running = {
+            name: self.variable("batch_stats", name, lambda v=value: v)
+            for name, value in initial._asdict().items()
+            if value is not None
+        }
         features = (x.shape[layout.feature_axis],)
         scale = (
             self.param("scale", self.scale_init, features, self.param_dtype)
@@ -116,7 +127,7 @@ class SpectralBatchNorm(_SpectralOptions):
             x,
             scale=scale,
             bias=bias,
-            running=functional.Statistics(*(v.value for v in running)),
+            running=functional.Statistics(**{k: v.value for k, v in running.items()}),
             use_running_average=use_running_average or initializing,
             axis=self.axis,
             spatial_axes=self.spatial_axes,
@@ -127,14 +138,17 @@ class SpectralBatchNorm(_SpectralOptions):
             axis_index_groups=self.axis_index_groups,
             impl=self.impl,
             dtype=self.dtype,
+            use_mean=self.use_mean,
+            divide_by=self.divide_by,
+            separate_real_imag=self.separate_real_imag,
         )
         if not use_running_average and not initializing:
-            current = functional.Statistics(*(v.value for v in running))
+            current = functional.Statistics(**{k: v.value for k, v in running.items()})
             updated = functional.update_running_statistics(
                 current, batch, self.momentum, variance_factor
-            )
-            for variable, value in zip(running, updated, strict=True):
-                variable.value = value
+            )._asdict()
+            for name, variable in running.items():
+                variable.value = updated[name]
         return y
 
 
@@ -179,7 +193,11 @@ class SpatialSpectralBatchNorm(_SpectralOptions):
             axis_index_groups=self.axis_index_groups,
         )
         bn_scale, bn_bias = functional.batch_norm_affine_before_sbn(
-            self.per_frequency, self.use_scale, self.use_bias, self.redundant_affine
+            self.per_frequency,
+            self.use_scale,
+            self.use_bias,
+            self.redundant_affine,
+            use_mean=self.use_mean,
         )
         x = nn.BatchNorm(use_scale=bn_scale, use_bias=bn_bias, **shared)(
             x, use_running_average=use_running_average
@@ -194,5 +212,8 @@ class SpatialSpectralBatchNorm(_SpectralOptions):
             per_frequency=self.per_frequency,
             fft_norm=self.fft_norm,
             impl=self.impl,
+            use_mean=self.use_mean,
+            divide_by=self.divide_by,
+            separate_real_imag=self.separate_real_imag,
             **shared,
         )(x, use_running_average=use_running_average)

@@ -76,12 +76,13 @@ class SpectralBatchNorm(nnx.Module):
         and explicit ``spatial_axes``.
       fft_norm, momentum, running_variance, epsilon, dtype, param_dtype,
       use_bias, use_scale, bias_init, scale_init, axis_name, axis_index_groups,
-      impl: as in
+      impl, use_mean, divide_by, separate_real_imag: as in
         :class:`sbn_jax.linen.SpectralBatchNorm`.
       rngs: random keys for the parameter initializers.
 
     Variables: ``scale``, ``bias`` (``nnx.Param``, shape ``(C,)``) and
-    ``mean_real``, ``mean_imag``, ``var`` (``nnx.BatchStat``, float32).
+    ``mean_real``, ``mean_imag``, ``var`` (``nnx.BatchStat``, float32; with
+    ``separate_real_imag`` also ``var_imag``, otherwise ``var_imag`` is None).
     """
 
     def __init__(
@@ -107,15 +108,20 @@ class SpectralBatchNorm(nnx.Module):
         axis_name: str | None = None,
         axis_index_groups: Any = None,
         impl: str = "auto",
+        use_mean: bool = True,
+        divide_by: str = "std",
+        separate_real_imag: bool = False,
         rngs: nnx.Rngs,
     ):
+        functional.check_ablation(divide_by, separate_real_imag)
         shape = _statistics_shape(
             num_features, per_frequency, spatial_shape, axis, spatial_axes, input_ndim
         )
-        initial = functional.init_statistics(shape)
+        initial = functional.init_statistics(shape, separate_real_imag)
         self.mean_real = nnx.BatchStat(initial.mean_real)
         self.mean_imag = nnx.BatchStat(initial.mean_imag)
         self.var = nnx.BatchStat(initial.var)
+        self.var_imag = nnx.BatchStat(initial.var_imag) if separate_real_imag else nnx.data(None)
         features = (num_features,)
         self.scale = (
             nnx.Param(scale_init(rngs.params(), features, param_dtype))
@@ -140,6 +146,9 @@ class SpectralBatchNorm(nnx.Module):
         self.axis_name = axis_name
         self.axis_index_groups = axis_index_groups
         self.impl = impl
+        self.use_mean = use_mean
+        self.divide_by = divide_by
+        self.separate_real_imag = separate_real_imag
 
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         """Normalizes ``x``; the call argument overrides the attribute."""
@@ -149,7 +158,12 @@ class SpectralBatchNorm(nnx.Module):
         variance_factor = functional.running_variance_factor(
             self.running_variance, x.shape, layout, self.per_frequency
         )
-        running = functional.Statistics(self.mean_real[...], self.mean_imag[...], self.var[...])
+        running = functional.Statistics(
+            self.mean_real[...],
+            self.mean_imag[...],
+            self.var[...],
+            None if self.var_imag is None else self.var_imag[...],
+        )
         y, batch = functional.spectral_batch_norm(
             x,
             scale=None if self.scale is None else self.scale[...],
@@ -165,12 +179,17 @@ class SpectralBatchNorm(nnx.Module):
             axis_index_groups=self.axis_index_groups,
             impl=self.impl,
             dtype=self.dtype,
+            use_mean=self.use_mean,
+            divide_by=self.divide_by,
+            separate_real_imag=self.separate_real_imag,
         )
         if not use_running_average:
             updated = functional.update_running_statistics(
                 running, jax.lax.stop_gradient(batch), self.momentum, variance_factor
             )
-            self.mean_real[...], self.mean_imag[...], self.var[...] = updated
+            self.mean_real[...], self.mean_imag[...], self.var[...] = updated[:3]
+            if self.var_imag is not None:
+                self.var_imag[...] = updated.var_imag
         return y
 
     def set_view(self, use_running_average: bool | None = None):
@@ -225,7 +244,11 @@ class SpatialSpectralBatchNorm(nnx.Module):
             rngs=rngs,
         )
         bn_scale, bn_bias = functional.batch_norm_affine_before_sbn(
-            spectral_options.get("per_frequency", False), use_scale, use_bias, redundant_affine
+            spectral_options.get("per_frequency", False),
+            use_scale,
+            use_bias,
+            redundant_affine,
+            use_mean=spectral_options.get("use_mean", True),
         )
         self.batch_norm = nnx.BatchNorm(
             num_features, use_scale=bn_scale, use_bias=bn_bias, **shared

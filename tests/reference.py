@@ -28,8 +28,15 @@ def reference_sbn(
     scale=None,
     bias=None,
     running=None,
+    use_mean=True,
+    divide_by="std",
+    separate_real_imag=False,
 ):
-    """Returns (y, (mean, var)) in float64; ``running`` = (mean complex, var) in stats shape."""
+    """Returns (y, (mean, var)) in float64; ``running`` = (mean complex, var) in stats shape.
+
+    With ``separate_real_imag`` the variance in ``stats``/``running`` is a pair
+    (variance of the real parts, variance of the imaginary parts).
+    """
     x = np.asarray(x, np.float64)
     feature, spatial, batch = reference_layout(x.ndim, axis, spatial_axes)
     spectrum = np.fft.rfftn(x, axes=spatial, norm=fft_norm)
@@ -44,12 +51,32 @@ def reference_sbn(
 
     if running is None:
         mean = spectrum.mean(axis=reduce, keepdims=True)
-        var = (np.abs(spectrum - mean) ** 2).mean(axis=reduce, keepdims=True)
-        stats = (np.squeeze(mean, reduce), np.squeeze(var, reduce))
+        centered = spectrum - mean
+        if separate_real_imag:
+            var = tuple(
+                (part**2).mean(axis=reduce, keepdims=True)
+                for part in (centered.real, centered.imag)
+            )
+            stats = (np.squeeze(mean, reduce), tuple(np.squeeze(v, reduce) for v in var))
+        else:
+            var = (np.abs(centered) ** 2).mean(axis=reduce, keepdims=True)
+            stats = (np.squeeze(mean, reduce), np.squeeze(var, reduce))
     else:
-        mean, var = expand(np.asarray(running[0])), expand(np.asarray(running[1]))
+        mean = expand(np.asarray(running[0]))
+        if separate_real_imag:
+            var = tuple(expand(np.asarray(v)) for v in running[1])
+        else:
+            var = expand(np.asarray(running[1]))
         stats = running
-    out = (spectrum - mean) / np.sqrt(var + epsilon)
+    out = spectrum - mean if use_mean else spectrum
+    if divide_by == "std" and separate_real_imag:
+        out = out.real / np.sqrt(var[0] + epsilon) + 1j * out.imag / np.sqrt(var[1] + epsilon)
+    elif divide_by == "std":
+        out = out / np.sqrt(var + epsilon)
+    elif divide_by == "constant":
+        # The standard deviation of a bin of the transform of white unit-variance noise.
+        n = np.prod([x.shape[i] for i in spatial])
+        out = out / {"backward": np.sqrt(n), "ortho": 1.0, "forward": 1 / np.sqrt(n)}[fft_norm]
     channel_shape = [1] * x.ndim
     channel_shape[feature] = -1
     if scale is not None:

@@ -229,7 +229,7 @@ def test_bfloat16_input_gives_bfloat16_output_close_to_float32():
         y16, stats16 = F.spectral_batch_norm(x16, per_frequency=per_frequency)
         y32, _ = F.spectral_batch_norm(x16.astype(jnp.float32), per_frequency=per_frequency)
         chex.assert_type(y16, jnp.bfloat16)
-        chex.assert_type(list(stats16), jnp.float32)
+        chex.assert_type([s for s in stats16 if s is not None], jnp.float32)
         np.testing.assert_allclose(y16.astype(jnp.float32), y32, atol=0.05, rtol=0.02)
 
 
