@@ -369,6 +369,14 @@ class ConvBlock(nn.Module):
 BLOCK_TYPES = (BasicBlock, BottleneckBlock, PreActBlock, ConvBlock)
 
 
+def check_width(base_width: int) -> None:
+    """Refuses a channel count that is not a positive integer."""
+    if not isinstance(base_width, int) or base_width < 1:
+        raise ValueError(
+            f"base_width must be a positive integer (64: the published models), got {base_width!r}"
+        )
+
+
 class ResNet(_Classifier):
     """ResNet v1 (He et al. 2016) with the strided 3x3 convolution of v1.5.
 
@@ -378,11 +386,14 @@ class ResNet(_Classifier):
     ResNet-18/34/50 use. Then four stages (the paper's modules 1-4) of
     ``stage_sizes`` blocks with 64, 128, 256, 512 base channels; a block whose
     shape changes has a 1x1 projection and a norm on its shortcut.
+    ``base_width`` replaces the 64 of the stem and first stage (the stages still double it):
+    narrow proxies for CPU experiments.
     """
 
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     block: type[nn.Module] = BasicBlock
     stem: str = "imagenet"
+    base_width: int = 64
 
     @property
     def num_modules(self) -> int:
@@ -394,18 +405,19 @@ class ResNet(_Classifier):
         self.placement()
         if self.stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
+        check_width(self.base_width)
         x = jnp.asarray(x, self.dtype)
         if self.stem == "imagenet":
-            x = self.conv(64, 7, 2, name="stem")(x)
+            x = self.conv(self.base_width, 7, 2, name="stem")(x)
             x = self.activation(self.norm_for(None, train)(name="stem_norm")(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         else:
-            x = self.conv(64, 3, name="stem")(x)
+            x = self.conv(self.base_width, 3, name="stem")(x)
             x = self.activation(self.norm_for(None, train)(name="stem_norm")(x))
         for stage, size in enumerate(self.stage_sizes):
             for i in range(size):
                 x = self.block(
-                    features=64 * 2**stage,
+                    features=self.base_width * 2**stage,
                     strides=2 if stage > 0 and i == 0 else 1,
                     conv=self.conv,
                     norm=self.norm_for(stage + 1, train),
@@ -480,7 +492,7 @@ class WideResNet(_Classifier):
         for stage in range(3):
             for i in range((self.depth - 4) // 6):
                 x = PreActBlock(
-                    features=16 * self.width * 2**stage,
+                    features=16 * self.base_width * 2**stage,
                     strides=2 if stage > 0 and i == 0 else 1,
                     conv=self.conv,
                     norm=self.norm_for(stage + 1, train),
@@ -508,12 +520,14 @@ class VGG(_Classifier):
     (dropout, dense 512, ReLU, dropout, dense 512, ReLU, dense), with
     ``dropout_rate`` 0.5 there. No residual connections, so feature maps
     compound through depth. Pools use "SAME" padding so that small inputs
-    (e.g. 8x8 digits) stay valid.
+    (e.g. 8x8 digits) stay valid. ``base_width`` replaces the 64 channels of the
+    first stage; every layer (and the MLP classifier's 512) scales with it.
     """
 
     depth: int = 16
     classifier: str = "linear"
     dropout_rate: float = 0.0
+    base_width: int = 64
 
     @property
     def num_modules(self) -> int:
@@ -527,11 +541,12 @@ class VGG(_Classifier):
         if self.classifier not in ("linear", "mlp"):
             raise ValueError(f"classifier must be 'linear' or 'mlp', got {self.classifier!r}")
         self.placement()
+        check_width(self.base_width)
         x = jnp.asarray(x, self.dtype)
         for stage, widths in enumerate(VGG_LAYOUTS[self.depth]):
             for features in widths:
                 x = ConvBlock(
-                    features,
+                    features * self.base_width // 64,
                     conv=self.conv,
                     norm=self.norm_for(stage + 1, train),
                     activation=self.activation,
@@ -542,7 +557,7 @@ class VGG(_Classifier):
         x = jnp.mean(x, axis=(1, 2))  # 1x1 after five pools of a 32x32 input: a flatten.
         for i in range(2):
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-            x = self.activation(self.dense(512, name=f"fc{i}")(x))
+            x = self.activation(self.dense(8 * self.base_width, name=f"fc{i}")(x))
         return jnp.asarray(self.dense(self.num_classes, name="head")(x), jnp.float32)
 
 
@@ -600,8 +615,9 @@ def create_model(
       ValueError: unknown ``name``, ``norm`` (a kind in :data:`NORMS` or the
         paper's notation such as ``"sbn34"``) or ``activation`` (a name in
         :data:`ACTIVATIONS`), modules the model does not have,
-        ``num_classes < 1``, or SBN options that
-        :class:`sbn_jax.SpectralBatchNorm` does not take.
+        ``num_classes < 1``, SBN options that
+        :class:`sbn_jax.SpectralBatchNorm` does not take, or ``kwargs`` that
+        are not fields of the model (e.g. ``base_width`` of ResNet and VGG).
     """
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
@@ -618,10 +634,19 @@ def create_model(
         "use_bias",
         "use_scale",
         "redundant_affine",
+        "use_mean",
+        "divide_by",
+        "separate_real_imag",
     }
     unknown = sorted(set(sbn_options) - allowed)
     if unknown:
         raise ValueError(f"sbn_options may set {sorted(allowed)}, got unknown keys {unknown}")
+    fields = MODELS[name].func.__dataclass_fields__
+    unknown = sorted(set(kwargs) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"{name} has no field(s) {unknown}; it takes {sorted(set(fields) - {'parent', 'name'})}"
+        )
     model = MODELS[name](
         num_classes=num_classes,
         norm=norm,

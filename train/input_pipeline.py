@@ -335,8 +335,19 @@ def _percent(fraction: float) -> int:
 
 
 def train_split(config) -> str:
-    """The training split: the dataset's, less its last ``validation_fraction`` if set."""
+    """The training split: the dataset's, less its last ``validation_fraction`` if set, or
+    only its first ``train_examples`` examples if set (a harder task from the same data)."""
     split, fraction = dataset_spec(config).train_split, config.get("validation_fraction", 0.0)
+    examples = config.get("train_examples")
+    if examples is not None:
+        if fraction:
+            raise ValueError("set train_examples or validation_fraction, not both")
+        if not isinstance(examples, int) or examples < config.batch_size:
+            raise ValueError(
+                f"train_examples must be an integer >= batch_size ({config.batch_size}), "
+                f"got {examples!r}"
+            )
+        return f"{split}[:{examples}]"
     return f"{split}[:{100 - _percent(fraction)}%]" if fraction else split
 
 

@@ -98,6 +98,7 @@ def create_model(config, *, axis_name: str | None = None, num_classes: int | Non
         activation=config.get("activation", "relu"),
         dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
         axis_name=axis_name,
+        **({} if config.get("base_width") is None else {"base_width": config.base_width}),
     )
 
 
@@ -354,9 +355,10 @@ def _state_dict(state):
     return flax.serialization.to_state_dict(state)
 
 
-def restore_checkpoint(manager, parallel: Parallel, host_state: TrainState):
-    """The latest checkpoint as device state, or the ``host_state`` placed on devices."""
-    step = manager.latest_step()
+def restore_checkpoint(manager, parallel: Parallel, host_state: TrainState, step: int | None = None):
+    """Checkpoint ``step`` (default: the latest) as device state, or the ``host_state`` placed on
+    devices when there is no checkpoint."""
+    step = manager.latest_step() if step is None else step
     if step is None:
         return parallel.put_state(host_state)
     target = jax.tree.map(
