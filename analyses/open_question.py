@@ -22,7 +22,7 @@ Every (model, variant) runs with the same seeds, which fix the initialization
 and the data order, so runs pair by seed. The test split is the 360 digits held
 out by the data set.
 
-For seed 0 of every (model, variant) it also records, at initialization and
+For one seed (``--track_seed``, 0) of every (model, variant) it also records, at initialization and
 after every epoch, on the first 64 test images in training mode (batch
 statistics), what the paper
 plots: the feature-map norm of every norm layer's output (Fig. 1; for the pairs
@@ -31,6 +31,13 @@ the first BatchNorm's and the second layer's), the percentiles of their values
 one image at the last 8x8 norm layer (Fig. 3).
 
     python -m analyses.open_question --out analyses/results/open_question.json
+
+The paper's other ablations (mean only, std only, no gamma/beta, real and
+imaginary parts apart) are the ``sbn34:*`` variants, run separately:
+
+    python -m analyses.open_question --models cifar_resnet18 --seeds 3 --track_seed -1 \
+        --variants sbn34:mean_only sbn34:std_only sbn34:no_affine sbn34:separate_real_imag \
+        --out analyses/results/ablations.json
 
 ``--quick`` runs a tiny version (one seed, one epoch) to check the script.
 """
@@ -64,9 +71,16 @@ VARIANTS = {
     "bn+sbn34": ("sbn34", {}),
     "2bn34": ("2bn34", {}),
     "bn+rescale34": ("sbn34", {"use_mean": False, "divide_by": "constant"}),
+    # The paper's other ablations (section V), run with --variants; "only down-scaling the
+    # spectrum" is bn+rescale34 above.
+    "sbn34:mean_only": ("sbn34", {"divide_by": "none"}),
+    "sbn34:std_only": ("sbn34", {"use_mean": False}),
+    "sbn34:no_affine": ("sbn34", {"use_scale": False, "use_bias": False}),
+    "sbn34:separate_real_imag": ("sbn34", {"separate_real_imag": True}),
 }
+MAIN_VARIANTS = ("bn", "bn+sbn34", "2bn34", "bn+rescale34")
+ABLATIONS = tuple(v for v in VARIANTS if v.startswith("sbn34:"))
 MODELS = ("cifar_resnet18", "vgg16_bn")
-TRACKED_SEED = 0
 TRACKED_IMAGES = 64
 SPECTRUM_CHANNELS = 4
 SPECTRUM_SIZE = 8
@@ -77,6 +91,7 @@ COMPARISONS = (
     ("bn+rescale34", "bn"),
     ("bn+sbn34", "2bn34"),
     ("bn+sbn34", "bn+rescale34"),
+    *((ablation, against) for ablation in ABLATIONS for against in ("bn", "bn+sbn34")),
 )
 # The names of the second layer of a pair, as sbn_jax.models.Norm and SpatialSpectralBatchNorm
 # call them; any other captured norm starts a new site.
@@ -105,7 +120,7 @@ def make_config(model: str, variant: str, seed: int, args) -> ml_collections.Con
     config.num_devices = 1
     config.progress_bar = False
     config.log_every_steps = 10**9
-    track = seed == TRACKED_SEED
+    track = seed == args.track_seed
     steps_per_epoch = args.train_examples // config.batch_size
     config.checkpoint_every_steps = steps_per_epoch if track else 10**9
     config.max_checkpoints_to_keep = args.epochs + 1 if track else 1
@@ -134,27 +149,16 @@ def _rounded(values) -> list:
 
 
 def norm_outputs_fn(model):
-    """A jitted ``(variables, images) -> {path: output}`` of every norm layer, in training mode.
+    """``(variables, images) -> {path: output}`` of every norm layer in call order, training mode.
 
     Training mode (batch statistics, the running ones left as they are) is what
     the network computes while it learns; at initialization the running
     statistics are placeholders, so eval mode would show SBN as the identity.
     """
-    capture = diagnostics.block_filter(nn.BatchNorm, SpectralBatchNorm)
-
-    @jax.jit
-    def forward(variables, images):
-        _, state = model.apply(
-            variables,
-            images,
-            train=True,
-            rngs={"dropout": jax.random.key(0)},
-            capture_intermediates=capture,
-            mutable=["batch_stats", "intermediates"],
-        )
-        return diagnostics.flatten_collection(state["intermediates"])
-
-    return forward
+    run = diagnostics.block_outputs_fn(
+        model, capture=(nn.BatchNorm, SpectralBatchNorm), mutable=["batch_stats"], train=True
+    )
+    return lambda variables, images: run(variables, images, rngs={"dropout": jax.random.key(0)})[1]
 
 
 def measure_sites(forward, state, images) -> tuple[list[dict], dict[str, jax.Array]]:
@@ -245,7 +249,7 @@ def run(model: str, variant: str, seed: int, args) -> dict:
                 for key in ("test_accuracy", "test_loss", "train_loss", "steps", "wall_seconds")
             },
         }
-        if seed == TRACKED_SEED:
+        if seed == args.track_seed:
             record["tracked"] = track(config, workdir)
     return record
 
@@ -306,11 +310,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="analyses/results/open_question.json")
     parser.add_argument("--data_dir", default=None, help="tfds data_dir for the digits")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--variants", nargs="+", default=list(MAIN_VARIANTS), choices=list(VARIANTS)
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--train_examples", type=int, default=320)
     parser.add_argument("--base_width", type=int, default=16)
+    parser.add_argument(
+        "--track_seed",
+        type=int,
+        default=0,
+        help="the seed whose run is measured per epoch; -1: none",
+    )
     parser.add_argument("--quick", action="store_true", help="one seed, one epoch, width 4")
     args = parser.parse_args(argv)
     if args.quick:
@@ -321,6 +333,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
+    # The commit the code ran from: read before the runs, which take long enough for HEAD to move.
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     runs = []
     for model in args.models:
         for seed in range(args.seeds):
@@ -335,9 +351,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     command = "python -m analyses.open_question " + " ".join(
         a for a in (argv if argv is not None else sys.argv[1:])
     )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
     result = {
         "command": command.strip(),
         "commit": commit or None,
@@ -345,7 +358,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"jax {jax.__version__} on {jax.default_backend()}",
         "settings": {
             key: getattr(args, key)
-            for key in ("models", "variants", "seeds", "epochs", "train_examples", "base_width")
+            for key in (
+                "models",
+                "variants",
+                "seeds",
+                "epochs",
+                "train_examples",
+                "base_width",
+                "track_seed",
+            )
         },
         "wall_seconds": time.perf_counter() - start,
         "accuracy": accuracy_table(runs),

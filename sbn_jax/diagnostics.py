@@ -76,6 +76,44 @@ def flatten_collection(tree: Mapping[str, Any], separator: str = "/") -> dict[st
     return flat
 
 
+def block_outputs_fn(
+    model: nn.Module,
+    *,
+    capture: Filter | Sequence[type],
+    mutable: Sequence[str] = (),
+    jit: bool = True,
+    **kwargs: Any,
+) -> Callable[..., tuple[Any, dict[str, jax.Array]]]:
+    """A reusable ``run(variables, *args, rngs=None) -> (y, outputs)``; see
+    :func:`collect_block_outputs`, which calls it once.
+
+    Build it once and call it on many variables (e.g. one checkpoint per
+    epoch): it compiles once per input shape. ``rngs`` (e.g. ``{"dropout":
+    key}`` for ``train=True``) is traced, not static.
+    """
+    keep = capture if callable(capture) else block_filter(*capture)
+    mutable = [*mutable, "intermediates"]
+    # jit returns dicts with sorted keys; the call order travels beside them as a list of names.
+    names: list[str] = []
+
+    def forward(variables, args, rngs):
+        y, state = model.apply(
+            variables, *args, rngs=rngs, capture_intermediates=keep, mutable=mutable, **kwargs
+        )
+        outputs = flatten_collection(state["intermediates"])
+        names[:] = list(outputs)
+        return y, list(outputs.values())
+
+    if jit:
+        forward = jax.jit(forward)
+
+    def run(variables, *args, rngs=None):
+        y, values = forward(variables, args, rngs)
+        return y, dict(zip(names, values, strict=True))
+
+    return run
+
+
 def collect_block_outputs(
     model: nn.Module,
     variables: Mapping[str, Any],
@@ -97,7 +135,8 @@ def collect_block_outputs(
       mutable: further mutable collections, e.g. ``["batch_stats"]`` with
         ``train=True``; their updates are dropped.
       jit: compile the forward pass (one compilation per call of this
-        function); the order of the outputs is the call order either way.
+        function; :func:`block_outputs_fn` compiles once for many calls); the
+        order of the outputs is the call order either way.
       **kwargs: keyword inputs of the model, e.g. ``train=False``; static
         under ``jit`` (Python values, not arrays).
 
@@ -106,22 +145,8 @@ def collect_block_outputs(
       the order the modules were called (a module called twice gives
       ``path[0]``, ``path[1]``).
     """
-    keep = capture if callable(capture) else block_filter(*capture)
-    mutable = [*mutable, "intermediates"]
-    names: list[str] = []
-
-    def forward(variables, args):
-        y, state = model.apply(
-            variables, *args, capture_intermediates=keep, mutable=mutable, **kwargs
-        )
-        outputs = flatten_collection(state["intermediates"])
-        names[:] = list(outputs)
-        return y, list(outputs.values())
-
-    if jit:
-        forward = jax.jit(forward)
-    y, values = forward(variables, args)
-    return y, dict(zip(names, values, strict=True))
+    run = block_outputs_fn(model, capture=capture, mutable=mutable, jit=jit, **kwargs)
+    return run(variables, *args)
 
 
 def _per_example(x: jax.Array) -> jax.Array:

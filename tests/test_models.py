@@ -52,6 +52,36 @@ def test_parameter_counts_equal_published(name, num_classes, size, expected, tol
     assert abs(_num_params(_abstract_variables(model, size)) - expected) <= tolerance
 
 
+@pytest.mark.parametrize(
+    "name, published", [("cifar_resnet18", 11_173_962), ("vgg16_bn", 15_253_578 - 4_224)]
+)
+def test_base_width_scales_every_layer(name, published):
+    """64 is the published model; at width w every layer has w/64 of its channels, so the
+    parameter count (kernels quadratic in the width; vectors, head linear) drops ~16x at 16."""
+
+    def count(**kwargs):
+        model = models.create_model(name, num_classes=10, norm="bn", **kwargs)
+        return _num_params(_abstract_variables(model, 32))
+
+    assert count(base_width=64) == count() == published
+    narrow = count(base_width=16)
+    assert published / 17 < narrow < published / 15
+    variables = _abstract_variables(models.create_model(name, num_classes=10, base_width=16), 32)
+    kernels = [
+        leaf.shape[-1]
+        for path, leaf in flax.traverse_util.flatten_dict(variables["params"]).items()
+        if path[-1] == "kernel" and leaf.ndim == 4
+    ]
+    assert (min(kernels), max(kernels)) == (16, 128)
+
+
+def test_base_width_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match=r"cifar_resnet20 has no field\(s\) \['base_width'\]"):
+        models.create_model("cifar_resnet20", num_classes=10, base_width=16)
+    with pytest.raises(ValueError, match="base_width must be a positive integer"):
+        _abstract_variables(models.create_model("vgg16_bn", num_classes=10, base_width=0), 32)
+
+
 def _norm_layers(variables):
     """Names of the norm submodules, from the statistics they keep."""
     flat = flax.traverse_util.flatten_dict(variables.get("batch_stats", {}))

@@ -150,6 +150,24 @@ def test_validation_fraction_holds_out_the_end_of_the_training_split(tmp_path):
         input_pipeline.train_split(config)
 
 
+def test_train_examples_keeps_the_first_examples_of_the_training_split(tmp_path):
+    config = default.get_config()
+    config.data_dir = str(tmp_path)
+    config.batch_size = 32
+    config.train_examples = 96
+    assert input_pipeline.train_split(config) == "train[:96]"
+    assert input_pipeline.steps_per_epoch(config) == 3
+    images, _ = input_pipeline.load_arrays(config, input_pipeline.train_split(config))
+    everything, _ = input_pipeline.load_arrays(config, "train")
+    np.testing.assert_array_equal(images, everything[:96])
+    config.train_examples = 16
+    with pytest.raises(ValueError, match="train_examples must be an integer >= batch_size"):
+        input_pipeline.train_split(config)
+    config.train_examples, config.validation_fraction = 96, 0.1
+    with pytest.raises(ValueError, match="not both"):
+        input_pipeline.train_split(config)
+
+
 def _write_tiny_imagenet(root, per_class=2, validation=3):
     """A tiny-imagenet-200 folder: 200 wnids, `per_class` JPEGs in 3 classes, `validation` more."""
     import tensorflow as tf

@@ -355,7 +355,9 @@ def _state_dict(state):
     return flax.serialization.to_state_dict(state)
 
 
-def restore_checkpoint(manager, parallel: Parallel, host_state: TrainState, step: int | None = None):
+def restore_checkpoint(
+    manager, parallel: Parallel, host_state: TrainState, step: int | None = None
+):
     """Checkpoint ``step`` (default: the latest) as device state, or the ``host_state`` placed on
     devices when there is no checkpoint."""
     step = manager.latest_step() if step is None else step

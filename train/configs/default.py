@@ -15,11 +15,14 @@ def get_config() -> ml_collections.ConfigDict:
     # Where manually downloaded data sits (tiny_imagenet); None: <data_dir>/downloads/manual.
     config.manual_dir = config_dict.placeholder(str)
     config.image_size = config_dict.placeholder(int)  # None: the native size (8x8 for digits).
+    # None: the whole training split; K: only its first K examples (a harder task, same data).
+    config.train_examples = config_dict.placeholder(int)
     config.crop_padding = 1  # Random translation by up to this many pixels.
     config.random_flip = False  # Digits are not mirror-symmetric.
     # Model.
     config.model = "cifar_resnet20"
     # "none", "bn", "sbn", "bn+sbn", "2bn", or the paper's notation such as "sbn34" / "2bn4".
+    config.base_width = config_dict.placeholder(int)  # ResNet/VGG channels of module 1; None: 64.
     config.norm = "bn+sbn"
     config.modules = config_dict.placeholder(tuple)  # None: every norm layer (or the notation's).
     # Passed to SpectralBatchNorm; listed so that --config.sbn_options.KEY=V can change them.
