@@ -56,6 +56,24 @@ def test_collect_block_outputs_in_call_order(stack, jit):
         np.testing.assert_allclose(outputs[f"block{i}"], sown[f"sown{i}"], rtol=1e-5)
 
 
+def test_block_outputs_fn_compiles_once_and_keeps_call_order(stack):
+    """Reused over many variables (one checkpoint per epoch), with block11 > block2 > ... kept
+    in call order although jit returns dicts with sorted keys."""
+    model, variables, x = stack
+    traces = []
+    run = diagnostics.block_outputs_fn(
+        model, capture=lambda module, method: isinstance(module, Block) and not traces.append(1)
+    )
+    for scale in (1.0, 2.0):
+        scaled = jax.tree.map(lambda v, s=scale: v * s, variables)
+        _, outputs = run(scaled, x)
+        assert list(outputs) == [f"block{i}" for i in range(model.depth)]
+        expected = diagnostics.collect_block_outputs(model, scaled, x, capture=[Block])[1]
+        for name, value in expected.items():
+            np.testing.assert_allclose(outputs[name], value, rtol=1e-6)
+    assert len(traces) == model.depth  # One trace of the model for both calls.
+
+
 def test_flatten_collection_names_repeated_calls():
     tree = {"a": {"__call__": (1.0, 2.0)}, "b": {"inner": {"encode": (3.0,)}}}
     assert diagnostics.flatten_collection(tree) == {"a[0]": 1.0, "a[1]": 2.0, "b/inner/encode": 3.0}
