@@ -323,6 +323,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="the seed whose run is measured per epoch; -1: none",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in --out (same settings) and run only the missing ones",
+    )
     parser.add_argument("--quick", action="store_true", help="one seed, one epoch, width 4")
     args = parser.parse_args(argv)
     if args.quick:
@@ -330,24 +335,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    args = parse_args(argv)
-    start = time.perf_counter()
-    # The commit the code ran from: read before the runs, which take long enough for HEAD to move.
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    runs = []
-    for model in args.models:
-        for seed in range(args.seeds):
-            for variant in args.variants:
-                record = run(model, variant, seed, args)
-                print(
-                    f"{model} {variant} seed {seed}: test accuracy {record['test_accuracy']:.4f} "
-                    f"({record['wall_seconds']:.0f} s)",
-                    flush=True,
-                )
-                runs.append(record)
+def write_result(args, argv, commit: str, runs: list[dict], seconds: float) -> dict:
+    """Writes the result file of the runs so far: after every run, so a cut-off sweep keeps them."""
     command = "python -m analyses.open_question " + " ".join(
         a for a in (argv if argv is not None else sys.argv[1:])
     )
@@ -368,14 +357,60 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 "track_seed",
             )
         },
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds": seconds,
+        "complete": len(runs) == len(args.models) * args.seeds * len(args.variants),
         "accuracy": accuracy_table(runs),
         "comparisons": paired_comparisons(runs, args.models),
         "runs": runs,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
+    with open(args.out + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
+    os.replace(args.out + ".tmp", args.out)
+    return result
+
+
+def finished_runs(args) -> tuple[list[dict], float]:
+    """With ``--resume``: the runs an earlier, cut-off sweep with the same settings wrote."""
+    if not (args.resume and os.path.exists(args.out)):
+        return [], 0.0
+    with open(args.out) as f:
+        earlier = json.load(f)
+    settings = {key: getattr(args, key) for key in earlier["settings"]}
+    if earlier["settings"] != settings:
+        raise ValueError(
+            f"--resume: {args.out} was made with settings {earlier['settings']}, not {settings}"
+        )
+    return earlier["runs"], earlier["wall_seconds"]
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    # The commit the code ran from: read before the runs, which take long enough for HEAD to move.
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    runs, earlier_seconds = finished_runs(args)
+    done = {(r["model"], r["variant"], r["seed"]) for r in runs}
+    result = None
+    # Seed by seed, so that a sweep cut off early is still balanced across models and variants.
+    for seed in range(args.seeds):
+        for model in args.models:
+            for variant in args.variants:
+                if (model, variant, seed) in done:
+                    continue
+                record = run(model, variant, seed, args)
+                print(
+                    f"{model} {variant} seed {seed}: test accuracy {record['test_accuracy']:.4f} "
+                    f"({record['wall_seconds']:.0f} s)",
+                    flush=True,
+                )
+                runs.append(record)
+                seconds = earlier_seconds + time.perf_counter() - start
+                result = write_result(args, argv, commit, runs, seconds)
+    if result is None:
+        result = write_result(args, argv, commit, runs, earlier_seconds)
     print(f"wrote {args.out} ({result['wall_seconds']:.0f} s)")
     return result
 
