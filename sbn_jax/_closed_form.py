@@ -47,18 +47,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-FORWARD_SCALE = {
-    "backward": lambda n: 1.0,
-    "ortho": lambda n: n**-0.5,
-    "forward": lambda n: 1.0 / n,
-}
+from sbn_jax._layout import FORWARD_SCALE, Layout, Options, Statistics, along
 
 
-def _along(vector, axis: int, ndim: int):
-    """Reshapes a 1-D vector (NumPy or JAX) to broadcast along ``axis`` of a rank-``ndim`` array."""
-    shape = [1] * ndim
-    shape[axis] = vector.shape[0]
-    return vector.reshape(shape)
+def spectral_batch_norm(
+    x: jax.Array,
+    running: Statistics | None,
+    scale: jax.Array | None,
+    bias: jax.Array | None,
+    layout: Layout,
+    options: Options,
+) -> tuple[jax.Array, Statistics]:
+    """SBN with channel statistics, no transform: the implementation ``"closed_form"``.
+
+    The signature every implementation has (see
+    :data:`sbn_jax.functional.IMPLEMENTATIONS`): ``x`` in the compute dtype,
+    ``running`` None in training, and the statistics used returned.
+    """
+    stats = running
+    if stats is None:
+        mean_real, mean_imag, mean_square = options.pmean(moments(x, layout, options.fft_norm))
+        stats = Statistics(mean_real, mean_imag, variance(mean_real, mean_imag, mean_square))
+    return apply(x, stats, scale, bias, layout, options), stats
 
 
 @functools.lru_cache(maxsize=256)
@@ -84,13 +94,13 @@ def _first_row_patterns(sizes: tuple[int, ...], norm: str) -> tuple[np.ndarray, 
     return real, imag
 
 
-def _first_row(x: jax.Array, layout) -> jax.Array:
+def _first_row(x: jax.Array, layout: Layout) -> jax.Array:
     for axis in layout.spatial_axes[:-1]:
         x = jax.lax.slice_in_dim(x, 0, 1, axis=axis)
     return x
 
 
-def _pad_first_row(row: jax.Array, shape, layout) -> jax.Array:
+def _pad_first_row(row: jax.Array, shape: tuple[int, ...], layout: Layout) -> jax.Array:
     """Zero-pads a first-row array to ``shape``: the transpose of :func:`_first_row`."""
     config = [(0, 0, 0)] * len(shape)
     for axis in layout.spatial_axes[:-1]:
@@ -98,7 +108,7 @@ def _pad_first_row(row: jax.Array, shape, layout) -> jax.Array:
     return jax.lax.pad(row, jnp.zeros((), row.dtype), config)
 
 
-def _unpaired_energy(x: jax.Array, layout) -> jax.Array:
+def _unpaired_energy(x: jax.Array, layout: Layout) -> jax.Array:
     """Per channel ``sum(r**2) + [W even] sum(r_alt**2)`` over batch and rows, one pass over x.
 
     For even ``W`` a single reduction gives the sums ``e`` and ``o`` over the even
@@ -117,7 +127,7 @@ def _unpaired_energy(x: jax.Array, layout) -> jax.Array:
     return factor * jnp.sum(sums * sums, axis=others)
 
 
-def moments(x: jax.Array, layout, fft_norm: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+def moments(x: jax.Array, layout: Layout, fft_norm: str) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Per-channel spectral moments of a real input, computed in space.
 
     Three passes over ``x`` at most (``sum(x**2)``, the row sums, the first
@@ -143,8 +153,8 @@ def moments(x: jax.Array, layout, fft_norm: str) -> tuple[jax.Array, jax.Array, 
 
     w_real, w_imag = _mean_weights(width, rows, fft_norm)
     first = _first_row(x, layout)
-    mean_real = jnp.sum(first * _along(w_real, last, ndim).astype(dtype), axis=others)
-    mean_imag = jnp.sum(first * _along(w_imag, last, ndim).astype(dtype), axis=others)
+    mean_real = jnp.sum(first * along(w_real, last, ndim).astype(dtype), axis=others)
+    mean_imag = jnp.sum(first * along(w_imag, last, ndim).astype(dtype), axis=others)
 
     energy = pixels * jnp.sum(x * x, axis=others)
     c2 = FORWARD_SCALE[fft_norm](pixels) ** 2
@@ -158,16 +168,12 @@ def variance(mean_real: jax.Array, mean_imag: jax.Array, mean_square: jax.Array)
 
 
 def apply(
-    x,
-    stats,
-    scale,
-    bias,
-    layout,
-    fft_norm: str,
-    epsilon: float,
-    use_mean: bool = True,
-    divide_by: str = "std",
-    constant_std: float = 1.0,
+    x: jax.Array,
+    stats: Statistics,
+    scale: jax.Array | None,
+    bias: jax.Array | None,
+    layout: Layout,
+    options: Options,
 ) -> jax.Array:
     """SBN output with channel statistics: ``a * x + Re(b) P_r + Im(b) P_i``.
 
@@ -181,37 +187,35 @@ def apply(
 
     Args:
       x: real input in the compute dtype.
-      stats: :class:`sbn_jax.functional.Statistics` of shape ``(C,)``.
+      stats: :class:`Statistics` of shape ``(C,)``.
       scale: ``(C,)`` or None; bias: ``(C,)`` or None.
       layout: the input's layout.
-      fft_norm: the transforms' norm.
-      epsilon: added to the variance.
-      use_mean, divide_by, constant_std: the ablations of
-        :func:`sbn_jax.functional.normalize_spectrum`; ``a`` is then
-        ``scale / constant_std`` or ``scale``, and ``mu`` is 0 without the mean.
+      options: the transforms' norm, epsilon and the ablations
+        (``use_mean``, ``divide_by``); ``a`` is ``scale / constant_std`` or
+        ``scale`` without the division by the standard deviation, and ``mu``
+        is 0 without the mean.
 
     Returns:
       Array with the shape and dtype of ``x``.
     """
     ndim, feature, last, dtype = layout.ndim, layout.feature_axis, layout.spatial_axes[-1], x.dtype
-    if divide_by == "std":
-        factor = jax.lax.rsqrt(stats.var.astype(dtype) + epsilon)
+    sizes = layout.spatial_sizes(x.shape)
+    if options.divide_by == "std":
+        factor = jax.lax.rsqrt(stats.var.astype(dtype) + options.epsilon)
     else:
-        factor = jnp.full(stats.var.shape, 1.0 / constant_std if divide_by == "constant" else 1.0)
-        factor = factor.astype(dtype)
+        constant = options.constant_std(math.prod(sizes)) if options.divide_by == "constant" else 1
+        factor = jnp.full(stats.var.shape, 1.0 / constant, dtype)
     if scale is not None:
         factor = factor * scale.astype(dtype)
     zero = jnp.zeros_like(factor)
-    offset_real = -factor * stats.mean_real.astype(dtype) if use_mean else zero
+    offset_real = -factor * stats.mean_real.astype(dtype) if options.use_mean else zero
     if bias is not None:
         offset_real = offset_real + bias.astype(dtype)
-    offset_imag = -factor * stats.mean_imag.astype(dtype) if use_mean else zero
+    offset_imag = -factor * stats.mean_imag.astype(dtype) if options.use_mean else zero
 
-    sizes = tuple(x.shape[i] for i in layout.spatial_axes)
-    p_real, p_imag = (
-        jnp.asarray(_along(p, last, ndim), dtype) for p in _first_row_patterns(sizes, fft_norm)
-    )
+    patterns = _first_row_patterns(sizes, options.fft_norm)
+    p_real, p_imag = (jnp.asarray(along(p, last, ndim), dtype) for p in patterns)
     row_shape = tuple(1 if i in layout.spatial_axes[:-1] else n for i, n in enumerate(x.shape))
     correction = jax.lax.broadcast_in_dim(offset_real, row_shape, (feature,)) * p_real
     correction = correction + jax.lax.broadcast_in_dim(offset_imag, row_shape, (feature,)) * p_imag
-    return _along(factor, feature, ndim) * x + _pad_first_row(correction, x.shape, layout)
+    return along(factor, feature, ndim) * x + _pad_first_row(correction, x.shape, layout)

@@ -16,15 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_FORWARD = {"backward": lambda n: 1.0, "ortho": lambda n: n**-0.5, "forward": lambda n: 1.0 / n}
-_INVERSE = {"backward": lambda n: 1.0 / n, "ortho": lambda n: n**-0.5, "forward": lambda n: 1.0}
+from sbn_jax._layout import FORWARD_SCALE, INVERSE_SCALE
 
 
 @functools.lru_cache(maxsize=256)
 def _dft_matrix(n: int, norm: str, inverse: bool) -> np.ndarray:
     """``(n, n)`` complex matrix ``M[t, k]`` of the full DFT along one axis (input index first)."""
     sign = 1.0 if inverse else -1.0
-    scale = (_INVERSE if inverse else _FORWARD)[norm](n)
+    scale = (INVERSE_SCALE if inverse else FORWARD_SCALE)[norm](n)
     t = np.arange(n)[:, None]
     return scale * np.exp(sign * 2j * np.pi * t * np.arange(n)[None, :] / n)
 
@@ -50,11 +49,11 @@ def _half_to_real_matrices(n: int, norm: str) -> tuple[np.ndarray, np.ndarray]:
     if n % 2 == 0:
         counts[-1] = 1.0
     angle = 2 * np.pi * k * t / n
-    scale = _INVERSE[norm](n) * counts
+    scale = INVERSE_SCALE[norm](n) * counts
     return scale * np.cos(angle), -scale * np.sin(angle)
 
 
-def _contract(x: jax.Array, matrix, axis: int) -> jax.Array:
+def _contract(x: jax.Array, matrix: jax.Array, axis: int) -> jax.Array:
     """Multiplies ``x`` along ``axis`` by ``matrix`` ``(n_in, n_out)``; the axis keeps its place."""
     letters = string.ascii_letters[: x.ndim]
     new = string.ascii_letters[x.ndim]
@@ -64,7 +63,9 @@ def _contract(x: jax.Array, matrix, axis: int) -> jax.Array:
     )
 
 
-def _complex_contract(re, im, matrix: np.ndarray, axis: int):
+def _complex_contract(
+    re: jax.Array, im: jax.Array, matrix: np.ndarray, axis: int
+) -> tuple[jax.Array, jax.Array]:
     m_re = jnp.asarray(matrix.real, re.dtype)
     m_im = jnp.asarray(matrix.imag, re.dtype)
     return (
@@ -84,7 +85,9 @@ def rfftn(x: jax.Array, axes: tuple[int, ...], norm: str) -> jax.Array:
     return jax.lax.complex(re, im)
 
 
-def irfftn(spectrum: jax.Array, axes: tuple[int, ...], sizes: tuple[int, ...], norm: str):
+def irfftn(
+    spectrum: jax.Array, axes: tuple[int, ...], sizes: tuple[int, ...], norm: str
+) -> jax.Array:
     """Same as ``jnp.fft.irfftn(spectrum, s=sizes, axes=axes, norm=norm)``; ``axes`` increasing."""
     re, im = jnp.real(spectrum), jnp.imag(spectrum)
     for axis, size in zip(axes[:-1], sizes[:-1], strict=True):

@@ -1,8 +1,12 @@
 """Spectral Batch Normalization as pure functions.
 
-This module holds the math once; the Flax modules in :mod:`sbn_jax.linen` and
-:mod:`sbn_jax.nnx` are thin shells over :func:`spectral_batch_norm`. Everything
-here works on plain arrays, so it can be used from raw JAX, Equinox or Haiku.
+This module is the public entry to the math, which is written once in the
+private modules below it (:mod:`sbn_jax._layout` the shared vocabulary,
+:mod:`sbn_jax._spectrum` and :mod:`sbn_jax._closed_form` the implementations,
+:mod:`sbn_jax._checks` the input checks); the Flax modules in
+:mod:`sbn_jax.linen` and :mod:`sbn_jax.nnx` are thin shells over
+:func:`apply_with_running_statistics`. Everything here works on plain arrays,
+so it can be used from raw JAX, Equinox or Haiku.
 
 For an input ``x`` with one feature axis, one or more spatial axes and batch
 axes (every other axis), SBN computes
@@ -18,10 +22,12 @@ axes (every other axis), SBN computes
 Spatial axes are kept in increasing order; the last of them carries the half
 spectrum (``n // 2 + 1`` bins), as in ``jnp.fft.rfftn``.
 
-Three implementations compute the same function (``impl``):
+Three implementations compute the same function (``impl``), each a function
+of one signature in :data:`IMPLEMENTATIONS`, chosen in :func:`resolve_impl`:
 
 * ``"fft"``: the four steps above, literally (with the spatial axes moved last
-  once, where XLA's FFT wants them). The readable reference.
+  once, where XLA's FFT wants them). The readable reference
+  (:mod:`sbn_jax._spectrum`).
 * ``"closed_form"`` (channel statistics only): no transform at all. See
   :mod:`sbn_jax._closed_form` for the derivation: SBN with channel
   statistics is ``a * x`` plus two fixed patterns on the first row.
@@ -34,133 +40,91 @@ Three implementations compute the same function (``impl``):
   backward round trip through the matmul DFT costs 1.3x to 2.4x the XLA FFT's at
   spatial sizes 7, 14, 32 and 56, because the CPU dot kernels run far below
   peak with contraction sizes this small. The accelerator threshold is the
-  design's (DESIGN.md section 2), not yet measured.
+  design's (matmul DFTs beat FFT libraries at ResNet sizes 7-56 on matrix
+  units), not yet measured.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from sbn_jax import _closed_form, _dft
+from sbn_jax import _checks, _closed_form, _spectrum
+from sbn_jax._checks import check_ablation
+from sbn_jax._layout import (
+    DIVIDE_BY,
+    FFT_NORMS,
+    Layout,
+    Options,
+    Statistics,
+    resolve_layout,
+    spectrum_shape,
+    statistics_shape,
+    white_spectrum_std,
+)
+from sbn_jax._spectrum import normalize_spectrum, spectrum_statistics
 
-FFT_NORMS = ("ortho", "backward", "forward")
-IMPLS = ("auto", "fft", "closed_form", "matmul")
-DIVIDE_BY = ("std", "constant", "none")
+__all__ = [
+    "DIVIDE_BY",
+    "FFT_NORMS",
+    "IMPLEMENTATIONS",
+    "IMPLS",
+    "MODULE_OPTIONS",
+    "RUNNING_VARIANCES",
+    "Layout",
+    "Statistics",
+    "apply_with_running_statistics",
+    "batch_norm_affine_before_sbn",
+    "check_ablation",
+    "compute_dtype",
+    "init_statistics",
+    "normalize_spectrum",
+    "resolve_impl",
+    "resolve_layout",
+    "running_variance_factor",
+    "spectral_batch_norm",
+    "spectrum_shape",
+    "spectrum_statistics",
+    "statistics_shape",
+    "update_running_statistics",
+    "white_spectrum_std",
+]
+
+Implementation = Callable[
+    [jax.Array, Statistics | None, jax.Array | None, jax.Array | None, Layout, Options],
+    tuple[jax.Array, Statistics],
+]
+# Every implementation computes the same function of (x, running or None for batch statistics,
+# scale, bias, layout, options) and returns (y, the statistics used).
+IMPLEMENTATIONS: dict[str, Implementation] = {
+    "closed_form": _closed_form.spectral_batch_norm,
+    "fft": _spectrum.fft,
+    "matmul": _spectrum.matmul,
+}
+IMPLS = ("auto", *IMPLEMENTATIONS)
+RUNNING_VARIANCES = ("biased", "paper")
 # Largest spatial size for which "auto" uses the matmul DFT on accelerators.
 MATMUL_MAX_SIZE = 64
-
-
-class Statistics(NamedTuple):
-    """Spectral statistics, batch or running.
-
-    Channel statistics have shape ``(C,)``; per-frequency statistics have the
-    spectrum's shape with the batch axes dropped (see :func:`statistics_shape`).
-
-    Attributes:
-      mean_real: real part of the complex spectral mean.
-      mean_imag: imaginary part of the complex spectral mean.
-      var: biased variance ``mean(|X - mean|**2)``, real and non-negative; with
-        ``separate_real_imag`` the variance of the real part only.
-      var_imag: None, or with ``separate_real_imag`` the variance of the
-        imaginary part.
-    """
-
-    mean_real: jax.Array
-    mean_imag: jax.Array
-    var: jax.Array
-    var_imag: jax.Array | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Roles of the axes of an input; all indices are non-negative.
-
-    Attributes:
-      ndim: rank of the input.
-      feature_axis: the channel axis.
-      spatial_axes: transformed axes, increasing; the last carries the half
-        spectrum.
-      batch_axes: every remaining axis; statistics are averaged over these.
-    """
-
-    ndim: int
-    feature_axis: int
-    spatial_axes: tuple[int, ...]
-    batch_axes: tuple[int, ...]
-
-
-def _normalize_axis(axis: int, ndim: int, what: str) -> int:
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{what} {axis} is out of range for an input of rank {ndim}.")
-    return axis % ndim
-
-
-def resolve_layout(ndim: int, axis: int = -1, spatial_axes: Sequence[int] | None = None) -> Layout:
-    """Resolves which axes are feature, spatial and batch axes.
-
-    Args:
-      ndim: rank of the input.
-      axis: the feature axis (``-1`` for NHWC, ``1`` for NCHW).
-      spatial_axes: the axes to transform. ``None`` means every axis except
-        axis 0 and the feature axis: NHWC -> (1, 2), (B, L, C) -> (1,),
-        (B, D, H, W, C) -> (1, 2, 3), NCHW with ``axis=1`` -> (2, 3).
-
-    Returns:
-      The :class:`Layout`.
-
-    Raises:
-      ValueError: if there is no spatial axis, or a spatial axis is out of
-        range, repeated, or equal to the feature axis.
-    """
-    feature_axis = _normalize_axis(axis, ndim, "Feature axis")
-    if spatial_axes is None:
-        spatial = tuple(i for i in range(1, ndim) if i != feature_axis)
-        if not spatial:
-            raise ValueError(
-                f"SpectralBatchNorm needs at least one spatial axis, but an input of rank {ndim} "
-                f"with feature axis {axis} has none: expected (batch, *spatial, features), "
-                "e.g. NHWC, or pass spatial_axes=."
-            )
-    else:
-        spatial_axes = tuple(spatial_axes)
-        if not spatial_axes:
-            raise ValueError("spatial_axes must name at least one axis; got an empty sequence.")
-        spatial = tuple(_normalize_axis(a, ndim, "Spatial axis") for a in spatial_axes)
-        if len(set(spatial)) != len(spatial):
-            raise ValueError(f"spatial_axes must not repeat an axis; got {spatial_axes}.")
-        if feature_axis in spatial:
-            raise ValueError(
-                f"spatial_axes {spatial_axes} include the feature axis {axis}; expected them "
-                "to be disjoint."
-            )
-        spatial = tuple(sorted(spatial))
-    batch = tuple(i for i in range(ndim) if i != feature_axis and i not in spatial)
-    return Layout(ndim, feature_axis, spatial, batch)
-
-
-def spectrum_shape(shape: Sequence[int], layout: Layout) -> tuple[int, ...]:
-    """Shape of ``rfftn(x, axes=layout.spatial_axes)`` for an input of ``shape``."""
-    last = layout.spatial_axes[-1]
-    return tuple(n // 2 + 1 if i == last else n for i, n in enumerate(shape))
-
-
-def statistics_shape(shape: Sequence[int], layout: Layout, per_frequency: bool) -> tuple[int, ...]:
-    """Shape of the statistics for an input of ``shape``.
-
-    ``(C,)`` for channel statistics; for per-frequency statistics the spectrum's
-    shape with the batch axes dropped (NHWC: ``(H, W//2+1, C)``; NCHW:
-    ``(C, H, W//2+1)``).
-    """
-    if not per_frequency:
-        return (shape[layout.feature_axis],)
-    full = spectrum_shape(shape, layout)
-    return tuple(n for i, n in enumerate(full) if i not in layout.batch_axes)
+# The keyword arguments of spectral_batch_norm that the Flax modules hold as attributes of the
+# same names and defaults (tests/test_modules.py keeps linen, NNX and this list in step).
+MODULE_OPTIONS = (
+    "axis",
+    "spatial_axes",
+    "per_frequency",
+    "fft_norm",
+    "epsilon",
+    "axis_name",
+    "axis_index_groups",
+    "impl",
+    "dtype",
+    "use_mean",
+    "divide_by",
+    "separate_real_imag",
+)
 
 
 def init_statistics(shape: Sequence[int], separate_real_imag: bool = False) -> Statistics:
@@ -185,9 +149,6 @@ def update_running_statistics(
     return jax.tree.map(
         lambda r, b: momentum * r + (1.0 - momentum) * b.astype(r.dtype), running, batch
     )
-
-
-RUNNING_VARIANCES = ("biased", "paper")
 
 
 def running_variance_factor(
@@ -216,173 +177,8 @@ def running_variance_factor(
             'running_variance="paper" is Algorithm 1 of the paper, which has channel statistics '
             "only; use per_frequency=False or running_variance='biased'."
         )
-    n = shape[layout.feature_axis] * math.prod(shape[i] for i in layout.spatial_axes) / 2
+    n = shape[layout.feature_axis] * math.prod(layout.spatial_sizes(shape)) / 2
     return n / (n - 1)
-
-
-def _check_input(x: jax.Array) -> None:
-    dtype = jnp.result_type(x)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise TypeError(
-            f"SpectralBatchNorm expects a real floating-point input; got complex {dtype}. "
-            "The spectrum is computed inside the layer."
-        )
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(
-            f"SpectralBatchNorm expects a floating-point input (float32, bfloat16, ...); "
-            f"got {dtype}. Cast it first, e.g. x.astype(jnp.float32)."
-        )
-
-
-def _check_fft_norm(fft_norm: str) -> None:
-    if fft_norm not in FFT_NORMS:
-        raise ValueError(f"fft_norm must be one of {FFT_NORMS}; got {fft_norm!r}.")
-
-
-def check_ablation(divide_by: str, separate_real_imag: bool) -> None:
-    """Validates the ablation options of :func:`spectral_batch_norm`."""
-    if divide_by not in DIVIDE_BY:
-        raise ValueError(f"divide_by must be one of {DIVIDE_BY}; got {divide_by!r}.")
-    if separate_real_imag and divide_by != "std":
-        raise ValueError(
-            "separate_real_imag=True changes which standard deviations divide the spectrum, so "
-            f'it needs divide_by="std"; got divide_by={divide_by!r}.'
-        )
-
-
-def white_spectrum_std(fft_norm: str, size: int) -> float:
-    """Standard deviation of every bin of ``rfftn(x)`` for white, unit-variance ``x``.
-
-    ``size`` is the number of spatial positions ``n``: ``sqrt(n)`` under
-    "backward", 1 under "ortho", ``1 / sqrt(n)`` under "forward". Dividing a
-    spectrum by it and transforming back is the feature map times
-    ``1 / sqrt(n)``, 1 and ``sqrt(n)`` respectively: the inverse pair is exact.
-    """
-    return _closed_form.FORWARD_SCALE[fft_norm](size) * math.sqrt(size)
-
-
-def _reduction_group_size(axis_name: Any, axis_index_groups: Any) -> int:
-    if axis_name is None:
-        return 1
-    if axis_index_groups is not None:
-        return len(axis_index_groups[0])
-    return int(jax.lax.psum(1, axis_name))
-
-
-def _check_statistic_count(shape: Sequence[int], layout: Layout, per_frequency: bool, group: int):
-    """Refuses training statistics made from a single value (as torch's BatchNorm does)."""
-    count = math.prod(shape[i] for i in layout.batch_axes)
-    if not per_frequency:
-        count *= math.prod(spectrum_shape(shape, layout)[i] for i in layout.spatial_axes)
-    if count * group == 1:
-        what = "example" if per_frequency else "example with a single frequency bin"
-        raise ValueError(
-            f"Expected more than one value per statistic when training, got input shape "
-            f"{tuple(shape)} (one {what}, batch axes {layout.batch_axes}). Use a larger batch, "
-            "or use_running_average=True."
-        )
-
-
-def _broadcast_statistic(stat: jax.Array, layout: Layout, per_frequency: bool) -> jax.Array:
-    """Inserts singleton axes so that ``stat`` broadcasts against the spectrum."""
-    if per_frequency:
-        return jnp.expand_dims(stat, layout.batch_axes)
-    shape = [1] * layout.ndim
-    shape[layout.feature_axis] = stat.shape[0]
-    return stat.reshape(shape)
-
-
-def _pmean(values: Any, axis_name: Any, axis_index_groups: Any) -> Any:
-    if axis_name is None:
-        return values
-    return jax.lax.pmean(values, axis_name, axis_index_groups=axis_index_groups)
-
-
-def spectrum_statistics(
-    spectrum: jax.Array,
-    layout: Layout,
-    per_frequency: bool,
-    axis_name: Any = None,
-    axis_index_groups: Any = None,
-    separate_real_imag: bool = False,
-) -> Statistics:
-    """Batch statistics of a spectrum, optionally across devices.
-
-    Args:
-      spectrum: complex array ``rfftn(x)``.
-      layout: the input's :class:`Layout`.
-      per_frequency: reduce over batch axes only (one statistic per bin and
-        channel) instead of batch axes and all bins (one per channel).
-      axis_name: pmap/shard_map axis to average over; two passes (the mean,
-        then the centered second moment), as flax BatchNorm does.
-      axis_index_groups: device groups to average within.
-      separate_real_imag: one variance for the real parts and one for the
-        imaginary parts instead of one for ``|X - mean|**2``.
-
-    Returns:
-      :class:`Statistics` with :func:`statistics_shape`.
-    """
-    axes = layout.batch_axes if per_frequency else layout.batch_axes + layout.spatial_axes
-    mean = _pmean(jnp.mean(spectrum, axis=axes, keepdims=True), axis_name, axis_index_groups)
-    centered = spectrum - mean
-
-    def variance(values):
-        second = jnp.mean(values, axis=axes, keepdims=True)
-        return jnp.squeeze(_pmean(second, axis_name, axis_index_groups), axes)
-
-    real_square, imag_square = jnp.real(centered) ** 2, jnp.imag(centered) ** 2
-    if separate_real_imag:
-        var, var_imag = variance(real_square), variance(imag_square)
-    else:
-        var, var_imag = variance(real_square + imag_square), None
-    return Statistics(
-        jnp.squeeze(jnp.real(mean), axes), jnp.squeeze(jnp.imag(mean), axes), var, var_imag
-    )
-
-
-def normalize_spectrum(
-    spectrum: jax.Array,
-    stats: Statistics,
-    scale: jax.Array | None,
-    bias: jax.Array | None,
-    layout: Layout,
-    per_frequency: bool,
-    epsilon: float,
-    use_mean: bool = True,
-    divide_by: str = "std",
-    constant_std: float = 1.0,
-) -> jax.Array:
-    """``scale * (X - mean) / sqrt(var + epsilon) + bias``; ``bias`` lands on the real part.
-
-    ``use_mean=False`` drops ``- mean``. ``divide_by="constant"`` divides by
-    ``constant_std`` (see :func:`white_spectrum_std`) instead of the
-    statistics' standard deviation, ``"none"`` by nothing. Statistics with a
-    ``var_imag`` divide real and imaginary parts by their own deviations.
-    """
-    real_dtype = spectrum.real.dtype
-
-    def broadcast(stat):
-        return _broadcast_statistic(stat, layout, per_frequency).astype(real_dtype)
-
-    if use_mean:
-        mean = broadcast(stats.mean_real) + 1j * broadcast(stats.mean_imag)
-        spectrum = spectrum - mean.astype(spectrum.dtype)
-    factor = jnp.ones((), real_dtype)
-    if scale is not None:
-        factor = _broadcast_statistic(scale, layout, False).astype(real_dtype)
-    if divide_by == "std" and stats.var_imag is not None:
-        real = jnp.real(spectrum) * (factor * jax.lax.rsqrt(broadcast(stats.var) + epsilon))
-        imag = jnp.imag(spectrum) * (factor * jax.lax.rsqrt(broadcast(stats.var_imag) + epsilon))
-        out = jax.lax.complex(real, imag)
-    else:
-        if divide_by == "std":
-            factor = factor * jax.lax.rsqrt(broadcast(stats.var) + epsilon)
-        elif divide_by == "constant":
-            factor = factor / constant_std
-        out = spectrum * factor
-    if bias is not None:
-        out = out + _broadcast_statistic(bias, layout, False).astype(real_dtype)
-    return out
 
 
 def batch_norm_affine_before_sbn(
@@ -434,7 +230,7 @@ def compute_dtype(dtype: Any) -> jnp.dtype:
 
 def _use_matmul(shape: Sequence[int], layout: Layout) -> bool:
     on_accelerator = jax.default_backend() in ("gpu", "tpu", "cuda", "rocm")
-    return on_accelerator and all(shape[i] <= MATMUL_MAX_SIZE for i in layout.spatial_axes)
+    return on_accelerator and all(n <= MATMUL_MAX_SIZE for n in layout.spatial_sizes(shape))
 
 
 def resolve_impl(
@@ -444,7 +240,12 @@ def resolve_impl(
     layout: Layout,
     separate_real_imag: bool = False,
 ) -> str:
-    """The concrete implementation ``"auto"`` stands for (see the module docstring)."""
+    """The implementation (a key of :data:`IMPLEMENTATIONS`) that ``impl`` stands for.
+
+    ``"auto"`` picks the closed form for joint channel statistics, else the
+    matmul DFT on accelerators at sizes up to :data:`MATMUL_MAX_SIZE`, else the
+    FFT (see the module docstring).
+    """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}.")
     if impl == "closed_form" and (per_frequency or separate_real_imag):
@@ -521,155 +322,76 @@ def spectral_batch_norm(
       the batch's in training (to feed :func:`update_running_statistics`), or
       ``running`` when ``use_running_average``.
     """
-    _check_input(x)
-    _check_fft_norm(fft_norm)
+    _checks.check_input(x)
+    _checks.check_fft_norm(fft_norm)
     check_ablation(divide_by, separate_real_imag)
     layout = resolve_layout(x.ndim, axis, spatial_axes)
-    impl = resolve_impl(impl, per_frequency, x.shape, layout, separate_real_imag)
-    dtype = x.dtype if dtype is None else dtype
-    stats_shape = statistics_shape(x.shape, layout, per_frequency)
+    implementation = IMPLEMENTATIONS[
+        resolve_impl(impl, per_frequency, x.shape, layout, separate_real_imag)
+    ]
     if use_running_average:
-        if running is None:
-            raise ValueError("use_running_average=True needs running statistics; got None.")
-        if tuple(running.var.shape) != stats_shape:
-            raise ValueError(
-                f"Running statistics of shape {tuple(running.var.shape)} do not fit an input of "
-                f"shape {tuple(x.shape)}: expected {stats_shape}. Per-frequency statistics only "
-                "apply to the spatial size they were computed for."
-            )
-        if (running.var_imag is not None) != separate_real_imag:
-            raise ValueError(
-                f"separate_real_imag={separate_real_imag} needs running statistics "
-                f"{'with' if separate_real_imag else 'without'} var_imag; got "
-                f"var_imag={'None' if running.var_imag is None else 'an array'}."
-            )
+        stats_shape = statistics_shape(x.shape, layout, per_frequency)
+        running = _checks.check_running(running, stats_shape, x, separate_real_imag)
     else:
-        group = _reduction_group_size(axis_name, axis_index_groups)
-        _check_statistic_count(x.shape, layout, per_frequency, group)
-    stats = running if use_running_average else None
-    xc = x.astype(compute_dtype(x.dtype))
-    spatial_size = math.prod(x.shape[i] for i in layout.spatial_axes)
-    ablation = dict(
-        use_mean=use_mean,
-        divide_by=divide_by,
-        constant_std=white_spectrum_std(fft_norm, spatial_size),
-    )
-
-    if impl == "closed_form":
-        if stats is None:
-            moments = _closed_form.moments(xc, layout, fft_norm)
-            mean_real, mean_imag, mean_square = _pmean(moments, axis_name, axis_index_groups)
-            var = _closed_form.variance(mean_real, mean_imag, mean_square)
-            stats = Statistics(mean_real, mean_imag, var)
-        y = _closed_form.apply(xc, stats, scale, bias, layout, fft_norm, epsilon, **ablation)
-        return y.astype(dtype), stats
-
-    options = dict(
-        scale=scale,
-        bias=bias,
+        group = _checks.reduction_group_size(axis_name, axis_index_groups)
+        _checks.check_statistic_count(x.shape, layout, per_frequency, group)
+        running = None
+    options = Options(
         per_frequency=per_frequency,
         fft_norm=fft_norm,
         epsilon=epsilon,
+        use_mean=use_mean,
+        divide_by=divide_by,
+        separate_real_imag=separate_real_imag,
         axis_name=axis_name,
         axis_index_groups=axis_index_groups,
-        separate_real_imag=separate_real_imag,
-        **ablation,
     )
-    if impl == "matmul":
-        y, stats = _through_spectrum(xc, stats, layout, _dft.rfftn, _dft.irfftn, **options)
-    else:
-        y, stats = _through_fft(xc, stats, layout, **options)
-    return y.astype(dtype), stats
+    xc = x.astype(compute_dtype(x.dtype))
+    y, stats = implementation(xc, running, scale, bias, layout, options)
+    return y.astype(x.dtype if dtype is None else dtype), stats
 
 
-def _through_spectrum(
-    x,
-    stats,
-    layout,
-    forward,
-    inverse,
+def apply_with_running_statistics(
+    x: jax.Array,
+    running: Statistics,
     *,
-    scale,
-    bias,
-    per_frequency,
-    fft_norm,
-    epsilon,
-    axis_name,
-    axis_index_groups,
-    separate_real_imag,
-    **ablation,
-):
-    """Steps 1-4 of the module docstring with the transform pair ``forward``/``inverse``."""
-    spectrum = forward(x, layout.spatial_axes, fft_norm)
-    if stats is None:
-        stats = spectrum_statistics(
-            spectrum, layout, per_frequency, axis_name, axis_index_groups, separate_real_imag
-        )
-    normalized = normalize_spectrum(
-        spectrum, stats, scale, bias, layout, per_frequency, epsilon, **ablation
-    )
-    sizes = tuple(x.shape[i] for i in layout.spatial_axes)
-    return inverse(normalized, layout.spatial_axes, sizes, fft_norm), stats
+    scale: jax.Array | None,
+    bias: jax.Array | None,
+    use_running_average: bool,
+    update: bool,
+    momentum: float,
+    running_variance: str,
+    **options: Any,
+) -> tuple[jax.Array, Statistics]:
+    """The step of the Flax modules: :func:`spectral_batch_norm`, then the running averages.
 
+    Args:
+      x: the input.
+      running: the current running statistics.
+      scale, bias: the per-channel parameters, or None.
+      use_running_average: normalize with ``running`` (eval, or initialization).
+      update: fold the batch statistics into ``running`` (training only).
+      momentum: decay of the moving average.
+      running_variance: ``"biased"`` or ``"paper"`` (see
+        :func:`running_variance_factor`).
+      **options: the :data:`MODULE_OPTIONS` of :func:`spectral_batch_norm`.
 
-def _through_fft(x, stats, layout, *, per_frequency, **options):
-    """:func:`_through_spectrum` with ``jnp.fft``, on ``x`` arranged as (*batch, feature, *spatial).
-
-    XLA's FFT transforms the minor-most axes, so ``jnp.fft`` wraps each transform
-    of other axes in a pair of transposes. Moving the spatial axes last once
-    leaves two transposes in all instead of four (5-25% of a per-frequency step
-    on CPU, measured), and none for NCHW.
+    Returns:
+      ``(y, running)``: the output and the running statistics to store, which
+      are the ones given unless ``update``.
     """
-    order = (*layout.batch_axes, layout.feature_axis, *layout.spatial_axes)
-    nb = len(layout.batch_axes)
-    moved = Layout(layout.ndim, nb, tuple(range(nb + 1, layout.ndim)), tuple(range(nb)))
-    # Per-frequency statistics keep the caller's order of the non-batch axes.
-    kept = sorted(order[nb:])
-    stats_to_moved = tuple(kept.index(i) for i in order[nb:])
-    if stats is not None and per_frequency:
-        stats = _transpose_all(stats, stats_to_moved)
-    y, stats = _through_spectrum(
-        jnp.transpose(x, order),
-        stats,
-        moved,
-        _fft_rfftn,
-        _fft_irfftn,
-        per_frequency=per_frequency,
+    per_frequency = options.get("per_frequency", False)
+    layout = resolve_layout(x.ndim, options.get("axis", -1), options.get("spatial_axes"))
+    factor = running_variance_factor(running_variance, x.shape, layout, per_frequency)
+    y, batch = spectral_batch_norm(
+        x,
+        scale=scale,
+        bias=bias,
+        running=running,
+        use_running_average=use_running_average,
         **options,
     )
-    if per_frequency:
-        stats = _transpose_all(stats, _inverse(stats_to_moved))
-    return jnp.transpose(y, _inverse(order)), stats
-
-
-def _inverse(permutation: Sequence[int]) -> tuple[int, ...]:
-    return tuple(permutation.index(i) for i in range(len(permutation)))
-
-
-def _transpose_all(stats: Statistics, permutation: tuple[int, ...]) -> Statistics:
-    return jax.tree.map(lambda s: jnp.transpose(s, permutation), stats)
-
-
-# Both transforms take their axes last (see _through_fft) and see a (batch, *signal) operand:
-# with several leading axes, XLA's CPU FFT fails a layout check (RET_CHECK in fft_thunk.cc) on
-# batch-sharded inputs under jit (jax 0.10.2, tests/test_multidevice.py).
-def _flat_leading(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, tuple[int, ...]]:
-    """Merges the axes before ``axes`` (which must be the last ones) into one.
-
-    Returns the merged array and the merged axes' old shape.
-    """
-    assert axes == tuple(range(x.ndim - len(axes), x.ndim)), (x.shape, axes)
-    lead = x.shape[: x.ndim - len(axes)]
-    return x.reshape(math.prod(lead), *x.shape[x.ndim - len(axes) :]), lead
-
-
-def _fft_rfftn(x: jax.Array, axes: tuple[int, ...], norm: str) -> jax.Array:
-    flat, lead = _flat_leading(x, axes)
-    spectrum = jnp.fft.rfftn(flat, axes=tuple(range(1, flat.ndim)), norm=norm)
-    return spectrum.reshape(*lead, *spectrum.shape[1:])
-
-
-def _fft_irfftn(spectrum: jax.Array, axes: tuple[int, ...], sizes: tuple[int, ...], norm: str):
-    flat, lead = _flat_leading(spectrum, axes)
-    y = jnp.fft.irfftn(flat, s=sizes, axes=tuple(range(1, flat.ndim)), norm=norm)
-    return y.reshape(*lead, *y.shape[1:])
+    if update and not use_running_average:
+        batch = jax.lax.stop_gradient(batch)
+        running = update_running_statistics(running, batch, momentum, factor)
+    return y, running

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
-from flax.linen import initializers
 
 from sbn_jax import functional
 
@@ -30,8 +31,8 @@ class _SpectralOptions(nn.Module):
     param_dtype: Dtype = jnp.float32
     use_bias: bool = True
     use_scale: bool = True
-    bias_init: Initializer = initializers.zeros
-    scale_init: Initializer = initializers.ones
+    bias_init: Initializer = jax.nn.initializers.zeros
+    scale_init: Initializer = jax.nn.initializers.ones
     axis_name: str | None = None
     axis_index_groups: Any = None
     impl: str = "auto"
@@ -93,15 +94,12 @@ class SpectralBatchNorm(_SpectralOptions):
     """
 
     @nn.compact
-    def __call__(self, x, use_running_average: bool | None = None):
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         """Normalizes ``x`` (any layout with one feature and >= 1 spatial axis); same shape out."""
         use_running_average = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
         layout = functional.resolve_layout(x.ndim, self.axis, self.spatial_axes)
-        variance_factor = functional.running_variance_factor(
-            self.running_variance, x.shape, layout, self.per_frequency
-        )
         initial = functional.init_statistics(
             functional.statistics_shape(x.shape, layout, self.per_frequency),
             self.separate_real_imag,
@@ -122,33 +120,23 @@ class SpectralBatchNorm(_SpectralOptions):
             if self.use_bias
             else None
         )
+        # init never computes batch statistics, so that any batch, even one example, initializes.
         initializing = self.is_initializing()
-        y, batch = functional.spectral_batch_norm(
+        update = not use_running_average and not initializing
+        y, updated = functional.apply_with_running_statistics(
             x,
+            functional.Statistics(**{k: v.value for k, v in running.items()}),
             scale=scale,
             bias=bias,
-            running=functional.Statistics(**{k: v.value for k, v in running.items()}),
             use_running_average=use_running_average or initializing,
-            axis=self.axis,
-            spatial_axes=self.spatial_axes,
-            per_frequency=self.per_frequency,
-            fft_norm=self.fft_norm,
-            epsilon=self.epsilon,
-            axis_name=self.axis_name,
-            axis_index_groups=self.axis_index_groups,
-            impl=self.impl,
-            dtype=self.dtype,
-            use_mean=self.use_mean,
-            divide_by=self.divide_by,
-            separate_real_imag=self.separate_real_imag,
+            update=update,
+            momentum=self.momentum,
+            running_variance=self.running_variance,
+            **{name: getattr(self, name) for name in functional.MODULE_OPTIONS},
         )
-        if not use_running_average and not initializing:
-            current = functional.Statistics(**{k: v.value for k, v in running.items()})
-            updated = functional.update_running_statistics(
-                current, batch, self.momentum, variance_factor
-            )._asdict()
+        if update:
             for name, variable in running.items():
-                variable.value = updated[name]
+                variable.value = getattr(updated, name)
         return y
 
 
@@ -176,7 +164,7 @@ class SpatialSpectralBatchNorm(_SpectralOptions):
     redundant_affine: bool = False
 
     @nn.compact
-    def __call__(self, x, use_running_average: bool | None = None):
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         """BatchNorm, then SBN; same shape out."""
         use_running_average = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
@@ -202,18 +190,13 @@ class SpatialSpectralBatchNorm(_SpectralOptions):
         x = nn.BatchNorm(use_scale=bn_scale, use_bias=bn_bias, **shared)(
             x, use_running_average=use_running_average
         )
+        options = {name: getattr(self, name) for name in _spectral_option_names()}
         if self.spectral_scale_init is not None:
-            shared["scale_init"] = self.spectral_scale_init
-        return SpectralBatchNorm(
-            running_variance=self.running_variance,
-            use_scale=self.use_scale,
-            use_bias=self.use_bias,
-            spatial_axes=self.spatial_axes,
-            per_frequency=self.per_frequency,
-            fft_norm=self.fft_norm,
-            impl=self.impl,
-            use_mean=self.use_mean,
-            divide_by=self.divide_by,
-            separate_real_imag=self.separate_real_imag,
-            **shared,
-        )(x, use_running_average=use_running_average)
+            options["scale_init"] = self.spectral_scale_init
+        return SpectralBatchNorm(**options)(x, use_running_average=use_running_average)
+
+
+def _spectral_option_names() -> tuple[str, ...]:
+    """The attributes of :class:`SpectralBatchNorm` a pair passes on (all but the mode)."""
+    skip = ("parent", "name", "use_running_average")
+    return tuple(f.name for f in dataclasses.fields(_SpectralOptions) if f.name not in skip)

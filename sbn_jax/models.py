@@ -492,7 +492,7 @@ class WideResNet(_Classifier):
         for stage in range(3):
             for i in range((self.depth - 4) // 6):
                 x = PreActBlock(
-                    features=16 * self.base_width * 2**stage,
+                    features=16 * self.width * 2**stage,
                     strides=2 if stage > 0 and i == 0 else 1,
                     conv=self.conv,
                     norm=self.norm_for(stage + 1, train),

@@ -13,14 +13,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from flax.nnx import initializers
 
 from sbn_jax import functional
 
 Dtype = Any
 Initializer = Any
-_ZEROS = initializers.zeros_init()
-_ONES = initializers.ones_init()
+# The same initializer objects as the linen modules' defaults.
+_ZEROS = jax.nn.initializers.zeros
+_ONES = jax.nn.initializers.ones
 
 
 def _statistics_shape(
@@ -154,39 +154,24 @@ class SpectralBatchNorm(nnx.Module):
         """Normalizes ``x``; the call argument overrides the attribute."""
         if use_running_average is None:
             use_running_average = self.use_running_average
-        layout = functional.resolve_layout(x.ndim, self.axis, self.spatial_axes)
-        variance_factor = functional.running_variance_factor(
-            self.running_variance, x.shape, layout, self.per_frequency
-        )
         running = functional.Statistics(
             self.mean_real[...],
             self.mean_imag[...],
             self.var[...],
             None if self.var_imag is None else self.var_imag[...],
         )
-        y, batch = functional.spectral_batch_norm(
+        y, updated = functional.apply_with_running_statistics(
             x,
+            running,
             scale=None if self.scale is None else self.scale[...],
             bias=None if self.bias is None else self.bias[...],
-            running=running,
             use_running_average=use_running_average,
-            axis=self.axis,
-            spatial_axes=self.spatial_axes,
-            per_frequency=self.per_frequency,
-            fft_norm=self.fft_norm,
-            epsilon=self.epsilon,
-            axis_name=self.axis_name,
-            axis_index_groups=self.axis_index_groups,
-            impl=self.impl,
-            dtype=self.dtype,
-            use_mean=self.use_mean,
-            divide_by=self.divide_by,
-            separate_real_imag=self.separate_real_imag,
+            update=True,
+            momentum=self.momentum,
+            running_variance=self.running_variance,
+            **{name: getattr(self, name) for name in functional.MODULE_OPTIONS},
         )
         if not use_running_average:
-            updated = functional.update_running_statistics(
-                running, jax.lax.stop_gradient(batch), self.momentum, variance_factor
-            )
             self.mean_real[...], self.mean_imag[...], self.var[...] = updated[:3]
             if self.var_imag is not None:
                 self.var_imag[...] = updated.var_imag
@@ -205,7 +190,8 @@ class SpatialSpectralBatchNorm(nnx.Module):
     ``epsilon``, ``dtype``, ``param_dtype``, ``use_bias``, ``use_scale``,
     ``bias_init``, ``scale_init``, ``axis``, ``axis_name`` and
     ``axis_index_groups`` apply to both layers, available as ``.batch_norm``
-    and ``.spectral_batch_norm``. As in
+    and ``.spectral_batch_norm``; ``spectral_scale_init``, when given, replaces
+    ``scale_init`` for the SBN layer only. As in
     :class:`sbn_jax.linen.SpatialSpectralBatchNorm`, the BatchNorm drops the
     affine parameters that SBN makes redundant unless ``redundant_affine=True``.
     """
@@ -226,6 +212,7 @@ class SpatialSpectralBatchNorm(nnx.Module):
         scale_init: Initializer = _ONES,
         axis_name: str | None = None,
         axis_index_groups: Any = None,
+        spectral_scale_init: Initializer | None = None,
         redundant_affine: bool = False,
         rngs: nnx.Rngs,
         **spectral_options: Any,
@@ -253,6 +240,8 @@ class SpatialSpectralBatchNorm(nnx.Module):
         self.batch_norm = nnx.BatchNorm(
             num_features, use_scale=bn_scale, use_bias=bn_bias, **shared
         )
+        if spectral_scale_init is not None:
+            shared["scale_init"] = spectral_scale_init
         self.spectral_batch_norm = SpectralBatchNorm(
             num_features, use_scale=use_scale, use_bias=use_bias, **shared, **spectral_options
         )

@@ -1,0 +1,118 @@
+"""linen and NNX modules from one list of options: same fields, same defaults, same numbers.
+
+The NNX modules differ from linen only where NNX must know shapes before the
+first call (``num_features``, ``spatial_shape``, ``input_ndim``) and in
+``rngs``; ``use_running_average`` defaults to None in linen (it must be given,
+at construction or call, as for ``nn.BatchNorm``) and to False in NNX (as
+``nnx.BatchNorm``, switched by ``.train()``/``.eval()``).
+"""
+
+import dataclasses
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sbn_jax import functional
+from sbn_jax import linen as sbn_linen
+from sbn_jax import nnx as sbn_nnx
+
+NNX_ONLY = {"num_features", "spatial_shape", "input_ndim", "rngs"}
+PAIR_ONLY = {"spectral_scale_init", "redundant_affine"}
+
+
+def _linen_defaults(cls) -> dict:
+    skip = ("parent", "name")
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.name not in skip}
+
+
+def _nnx_defaults(cls) -> dict:
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {
+        p.name: p.default
+        for p in parameters
+        if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+
+
+def test_linen_and_nnx_spectral_batch_norm_have_the_same_options_and_defaults():
+    linen = _linen_defaults(sbn_linen.SpectralBatchNorm)
+    nnx_options = _nnx_defaults(sbn_nnx.SpectralBatchNorm)
+    assert set(nnx_options) - NNX_ONLY == set(linen)
+    assert (linen.pop("use_running_average"), nnx_options.pop("use_running_average")) == (
+        None,
+        False,
+    )
+    assert {k: v for k, v in nnx_options.items() if k not in NNX_ONLY} == linen
+
+
+def test_module_options_are_attributes_with_the_functional_defaults():
+    functional_defaults = {
+        p.name: p.default
+        for p in inspect.signature(functional.spectral_batch_norm).parameters.values()
+    }
+    linen = _linen_defaults(sbn_linen.SpectralBatchNorm)
+    for name in functional.MODULE_OPTIONS:
+        assert linen[name] == functional_defaults[name], name
+    # Everything spectral_batch_norm takes is a module option, an array or the mode.
+    arrays_and_mode = {"x", "scale", "bias", "running", "use_running_average"}
+    assert set(functional_defaults) == set(functional.MODULE_OPTIONS) | arrays_and_mode
+
+
+def test_linen_and_nnx_pairs_have_the_same_options_and_defaults():
+    linen_single = _linen_defaults(sbn_linen.SpectralBatchNorm)
+    linen_pair = _linen_defaults(sbn_linen.SpatialSpectralBatchNorm)
+    assert set(linen_pair) - set(linen_single) == PAIR_ONLY
+    nnx_single = _nnx_defaults(sbn_nnx.SpectralBatchNorm)
+    nnx_pair = _nnx_defaults(sbn_nnx.SpatialSpectralBatchNorm)
+    # The NNX pair names what applies to both layers and passes the rest on to its SBN.
+    for name, default in nnx_pair.items():
+        if name in PAIR_ONLY:
+            assert default == linen_pair[name], name
+        else:
+            assert default == nnx_single[name], name
+    assert set(nnx_pair) >= PAIR_ONLY
+
+
+OPTION_SETS = [
+    {},
+    {"per_frequency": True},
+    {"fft_norm": "ortho", "use_bias": False},
+    {"divide_by": "constant", "use_mean": False},
+    {"separate_real_imag": True, "momentum": 0.7},
+    {"running_variance": "paper", "epsilon": 1e-3},
+    {"spectral_scale_init": jax.nn.initializers.constant(0.5), "redundant_affine": True},
+]
+
+
+@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda o: ",".join(o) or "defaults")
+def test_linen_and_nnx_pairs_compute_the_same_outputs_and_statistics(options):
+    rng = np.random.default_rng(0)
+    batches = [jnp.asarray(rng.normal(size=(4, 6, 5, 3)) + i, jnp.float32) for i in range(3)]
+    linen = sbn_linen.SpatialSpectralBatchNorm(**options)
+    variables = linen.init(jax.random.key(0), batches[0], use_running_average=False)
+    shapes = {"spatial_shape": (6, 5)} if options.get("per_frequency") else {}
+    model = sbn_nnx.SpatialSpectralBatchNorm(3, rngs=nnx.Rngs(0), **options, **shapes)
+    for x in batches:
+        y_linen, updates = linen.apply(
+            variables, x, use_running_average=False, mutable=["batch_stats"]
+        )
+        variables = {**variables, **updates}
+        np.testing.assert_allclose(model(x), y_linen, atol=1e-6)
+    stats = variables["batch_stats"]["SpectralBatchNorm_0"]
+    sbn = model.spectral_batch_norm
+    assert set(stats) == {
+        n for n in ("mean_real", "mean_imag", "var", "var_imag") if getattr(sbn, n) is not None
+    }
+    for name, value in stats.items():
+        np.testing.assert_allclose(getattr(sbn, name)[...], value, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        model.batch_norm.mean[...], variables["batch_stats"]["BatchNorm_0"]["mean"], rtol=1e-6
+    )
+    model.eval()
+    np.testing.assert_allclose(
+        model(batches[0]), linen.apply(variables, batches[0], use_running_average=True), atol=1e-6
+    )
