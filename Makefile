@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pytest-xdist workers for `make test`; each worker holds its own JAX runtime (~1-2 GiB).
 TEST_WORKERS ?= 2
 
-.PHONY: install test lint train bench clean
+.PHONY: install test lint typecheck train bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
 	$(BIN)/pytest -n $(TEST_WORKERS) --durations=10
 
 train: $(STAMP)
@@ -34,4 +37,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.overhead
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sbn_jax._layout import FORWARD_SCALE, Layout, Options, Statistics, along
+from sbn_jax._layout import FORWARD_SCALE, FftNorm, Layout, Options, Statistics, along
 
 
 def spectral_batch_norm(
@@ -83,7 +83,7 @@ def _mean_weights(width: int, rows: int, norm: str) -> tuple[np.ndarray, np.ndar
 
 
 @functools.lru_cache(maxsize=256)
-def _first_row_patterns(sizes: tuple[int, ...], norm: str) -> tuple[np.ndarray, np.ndarray]:
+def _first_row_patterns(sizes: tuple[int, ...], norm: FftNorm) -> tuple[np.ndarray, np.ndarray]:
     """First rows ``(W,)`` of ``P_r = irfftn(1)`` and ``P_i = irfftn(1j)``; the rest is zero."""
     half = (*sizes[:-1], sizes[-1] // 2 + 1)
     axes = tuple(range(len(sizes)))

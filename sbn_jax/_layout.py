@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 
-FFT_NORMS = ("ortho", "backward", "forward")
+FftNorm = Literal["backward", "ortho", "forward"]
+FFT_NORMS: tuple[FftNorm, ...] = ("ortho", "backward", "forward")
 DIVIDE_BY = ("std", "constant", "none")
 
 # The factor each transform applies for n spatial positions, per fft_norm: the forward
@@ -88,7 +89,7 @@ class Options:
     """
 
     per_frequency: bool = False
-    fft_norm: str = "backward"
+    fft_norm: FftNorm = "backward"
     epsilon: float = 1e-5
     use_mean: bool = True
     divide_by: str = "std"

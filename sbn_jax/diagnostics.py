@@ -96,7 +96,7 @@ def block_outputs_fn(
     # jit returns dicts with sorted keys; the call order travels beside them as a list of names.
     names: list[str] = []
 
-    def forward(variables, args, rngs):
+    def forward(variables: Any, args: tuple[Any, ...], rngs: Any) -> tuple[Any, list[jax.Array]]:
         y, state = model.apply(
             variables, *args, rngs=rngs, capture_intermediates=keep, mutable=mutable, **kwargs
         )
@@ -107,7 +107,7 @@ def block_outputs_fn(
     if jit:
         forward = jax.jit(forward)
 
-    def run(variables, *args, rngs=None):
+    def run(variables: Any, *args: Any, rngs: Any = None) -> tuple[Any, dict[str, jax.Array]]:
         y, values = forward(variables, args, rngs)
         return y, dict(zip(names, values, strict=True))
 
@@ -357,7 +357,7 @@ def summarize(
       :func:`max_abs` and the channel mean of :func:`spectral_flatness` of
       :func:`power_spectrum`.
     """
-    rows = {"norm": [], "rms": [], "max_abs": [], "flatness": []}
+    rows: dict[str, list[jax.Array]] = {"norm": [], "rms": [], "max_abs": [], "flatness": []}
     for x in outputs.values():
         rows["norm"].append(feature_norm(x))
         rows["rms"].append(feature_rms(x))

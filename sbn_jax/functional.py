@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +58,7 @@ from sbn_jax._checks import check_ablation
 from sbn_jax._layout import (
     DIVIDE_BY,
     FFT_NORMS,
+    FftNorm,
     Layout,
     Options,
     Statistics,
@@ -338,7 +339,7 @@ def spectral_batch_norm(
         running = None
     options = Options(
         per_frequency=per_frequency,
-        fft_norm=fft_norm,
+        fft_norm=cast(FftNorm, fft_norm),  # Checked above.
         epsilon=epsilon,
         use_mean=use_mean,
         divide_by=divide_by,

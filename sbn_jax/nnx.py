@@ -177,7 +177,7 @@ class SpectralBatchNorm(nnx.Module):
                 self.var_imag[...] = updated.var_imag
         return y
 
-    def set_view(self, use_running_average: bool | None = None):
+    def set_view(self, use_running_average: bool | None = None) -> None:
         """Used by ``nnx.view``: sets ``use_running_average`` when given."""
         if use_running_average is not None:
             self.use_running_average = use_running_average
