@@ -1,4 +1,5 @@
-"""An independent float64 NumPy reference of SBN, written from DESIGN.md §1.
+"""An independent float64 NumPy reference of SBN, written from its definition (the four steps in
+the docstring of sbn_jax/functional.py, the paper's Eqs. 1-4).
 
 It shares no code with the library: layouts, statistics and the affine step
 are spelled out again here with numpy.fft.

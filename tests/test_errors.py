@@ -1,4 +1,4 @@
-"""Every bad input of DESIGN.md §1 gets a clear error naming what was expected."""
+"""Every bad input gets a clear error naming what was expected."""
 
 import jax
 import jax.numpy as jnp

@@ -212,7 +212,7 @@ def test_channel_normalized_spectrum_has_zero_mean_unit_variance(shape, axis, sp
 
 
 def test_channel_statistics_are_an_affine_map_plus_first_row_patterns():
-    """DESIGN.md §2: y = a x + Re(b) P_r + Im(b) P_i with P_* zero outside the first row."""
+    """y = a x + Re(b) P_r + Im(b) P_i, P_* zero outside the first row (sbn_jax._closed_form)."""
     x, *_ = _random_case((6, 5, 8, 2), -1, None, False, seed=3)
     y, stats = F.spectral_batch_norm(jnp.asarray(x, jnp.float32), impl="fft")
     a = 1.0 / np.sqrt(np.asarray(stats.var, np.float64) + 1e-5)
