@@ -194,7 +194,7 @@ def spectra(outputs: dict[str, jax.Array]) -> dict:
 
 def track(config, workdir: str) -> dict:
     """Fig. 1-3 measurements of a finished run from its per-epoch checkpoints."""
-    parallel = trainer.make_parallel(config)
+    placement = trainer.make_placement(config)
     steps_per_epoch = input_pipeline.steps_per_epoch(config)
     learning_rate_fn = trainer.create_learning_rate_fn(config, steps_per_epoch)
     model = trainer.create_model(config)
@@ -213,7 +213,7 @@ def track(config, workdir: str) -> dict:
     epochs, trajectory = [0.0], [measure_sites(forward, host_state, images)[0]]
     outputs = None
     for step in steps:
-        state = parallel.first(trainer.restore_checkpoint(manager, parallel, host_state, step))
+        state = placement.first(trainer.restore_checkpoint(manager, placement, host_state, step))
         measured, outputs = measure_sites(forward, state, images)
         epochs.append(step / steps_per_epoch)
         trajectory.append(measured)

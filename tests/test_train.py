@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from benchmarks import device_agreement
-from train import input_pipeline, train
+from train import input_pipeline, placement, train
 from train.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -300,7 +300,7 @@ def test_two_processes_give_the_one_device_state(one_device_run, data_dir, tmp_p
     assert result["processes"] == 2 and result["devices"] == 8
     assert result["test_loss"] == pytest.approx(expected_result["test_loss"], rel=1e-5)
     # The final checkpoint holds the one-device state.
-    parallel = train.Parallel("jit", jax.devices()[:1])
+    parallel = placement.MeshPlacement(jax.devices()[:1])
     host_state = jax.tree.map(np.zeros_like, expected)
     manager = train.checkpoint_manager(str(tmp_path), config)
     restored = parallel.first(train.restore_checkpoint(manager, parallel, host_state))

@@ -1,53 +1,78 @@
-"""Training and evaluation loop for image classifiers with SBN/BN, on one or many hosts.
+"""Training and evaluation of image classifiers with SBN/BN, on one or many hosts.
 
-``parallelism="pmap"`` replicates the state over the local devices and names the
-device axis ``"batch"``; the models' BatchNorm/SBN layers average their batch
-statistics over it. ``parallelism="jit"`` places a replicated state and a batch
-sharded along the ``"data"`` axis of a :class:`jax.sharding.Mesh`; the models
-compute plain means over the global batch and XLA inserts the collectives.
-Both compute the same function as one device with the whole batch.
-
-Checkpoints (orbax) hold the state as arrays replicated over all devices, so a
-run may resume under either parallelism.
+Read top to bottom: the config is completed with the defaults of
+``train/configs/default.py`` and checked; the model, learning-rate schedule,
+optimizer and state are built (``create_*``); :func:`train_step` and
+:func:`eval_step` are compiled for the placement (:mod:`train.placement`: pmap
+replicas or one mesh under jit, the same function as one device with the
+whole batch); :func:`train_and_evaluate` runs them, with checkpoints
+(:mod:`train.checkpoints`) and reports (:mod:`train.progress`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
-import math
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from sbn_jax import models
 from train import input_pipeline
+from train.checkpoints import (
+    BestValidation,
+    checkpoint_manager,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from train.configs import default
+from train.placement import PLACEMENTS, Placement, make_placement
+from train.progress import NonFiniteLossError, Progress
 
-PARALLELISMS = ("pmap", "jit")
-PMAP_AXIS = "batch"
+__all__ = [
+    "NonFiniteLossError",
+    "TrainState",
+    "checkpoint_manager",
+    "create_learning_rate_fn",
+    "create_model",
+    "create_optimizer",
+    "create_train_state",
+    "cross_entropy_loss",
+    "eval_step",
+    "make_placement",
+    "restore_checkpoint",
+    "train_and_evaluate",
+    "train_step",
+    "validate_config",
+    "with_defaults",
+]
 
 
 class TrainState(train_state.TrainState):
     batch_stats: Any
 
 
+def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config`` over the defaults of ``train/configs/default.py``, the one list of settings.
+
+    Every key the loop reads is then present; keys the defaults lack (e.g. a
+    paper recipe's ``paper`` record) are kept.
+    """
+    return ml_collections.ConfigDict({**default.get_config().to_dict(), **config.to_dict()})
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError on a config that cannot run, before any data or compilation work."""
+    config = with_defaults(config)
 
-    def choose(key, choices):
+    def choose(key: str, choices: tuple[str, ...]) -> None:
         if config[key] not in choices:
             raise ValueError(f"unknown {key} {config[key]!r}; choose one of {choices}")
 
@@ -57,13 +82,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         create_model(config, num_classes=2)
     except ValueError as error:
         raise ValueError(f"bad model settings: {error}") from None
-    choose("parallelism", PARALLELISMS)
-    num_devices = config.get("num_devices", -1)
-    if num_devices > jax.device_count():
-        raise ValueError(f"num_devices={num_devices} but only {jax.device_count()} are available")
-    if num_devices > 0 and jax.process_count() > 1:
+    choose("parallelism", tuple(PLACEMENTS))
+    if config.num_devices > jax.device_count():
+        raise ValueError(
+            f"num_devices={config.num_devices} but only {jax.device_count()} are available"
+        )
+    if config.num_devices > 0 and jax.process_count() > 1:
         raise ValueError("num_devices must be -1 (all devices) in a multi-process run")
-    devices = num_devices if num_devices > 0 else jax.device_count()
+    devices = config.num_devices if config.num_devices > 0 else jax.device_count()
     for key in ("batch_size", "eval_batch_size"):
         if config[key] <= 0 or config[key] % devices:
             raise ValueError(
@@ -71,11 +97,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             )
     choose("lr_schedule", ("cosine", "step"))
     choose("weight_decay_on", ("kernels", "all"))
-    if config.lr_schedule == "step" and not config.get("lr_boundaries_epochs"):
+    if config.lr_schedule == "step" and not config.lr_boundaries_epochs:
         raise ValueError('lr_schedule="step" needs lr_boundaries_epochs, e.g. (90, 136)')
-    if config.get("validation_fraction", 0.0):
+    if config.validation_fraction:
         input_pipeline.train_split(config)  # Raises on a fraction that is no whole percentage.
-        if not config.get("eval_every_steps", 0):
+        if not config.eval_every_steps:
             raise ValueError("validation_fraction > 0 needs eval_every_steps > 0 to select a step")
     for key in ("log_every_steps", "checkpoint_every_steps"):
         if config[key] <= 0:
@@ -84,7 +110,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError("set num_epochs or num_train_steps to a positive value")
 
 
-def create_model(config, *, axis_name: str | None = None, num_classes: int | None = None):
+def create_model(
+    config: ml_collections.ConfigDict,
+    *,
+    axis_name: str | None = None,
+    num_classes: int | None = None,
+) -> Any:
     """The classifier of ``config.model`` for the dataset's classes (or ``num_classes``)."""
     if num_classes is None:
         num_classes = input_pipeline.dataset_spec(config).num_classes
@@ -92,24 +123,26 @@ def create_model(config, *, axis_name: str | None = None, num_classes: int | Non
         config.model,
         num_classes=num_classes,
         norm=config.norm,
-        modules=None if config.get("modules") is None else tuple(config.modules),
-        sbn_options=dict(config.get("sbn_options") or {}),
-        zero_init_residual=config.get("zero_init_residual", False),
-        activation=config.get("activation", "relu"),
+        modules=None if config.modules is None else tuple(config.modules),
+        sbn_options=dict(config.sbn_options or {}),
+        zero_init_residual=config.zero_init_residual,
+        activation=config.activation,
         dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
         axis_name=axis_name,
-        **({} if config.get("base_width") is None else {"base_width": config.base_width}),
+        **({} if config.base_width is None else {"base_width": config.base_width}),
     )
 
 
-def num_train_steps(config, steps_per_epoch: int) -> int:
+def num_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
     """``config.num_train_steps`` if positive, else ``num_epochs`` epochs."""
     if config.num_train_steps > 0:
         return config.num_train_steps
     return max(1, round(config.num_epochs * steps_per_epoch))
 
 
-def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
+def create_learning_rate_fn(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.Schedule:
     """Linear warm-up from 0 to the base rate, then its decay.
 
     The base rate is ``learning_rate``, times ``batch_size / 256`` when
@@ -119,11 +152,11 @@ def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
     (counted from the end of the warm-up).
     """
     base = config.learning_rate
-    if config.get("scale_learning_rate", True):
+    if config.scale_learning_rate:
         base *= config.batch_size / 256
     total = num_train_steps(config, steps_per_epoch)
     warmup = min(round(config.warmup_epochs * steps_per_epoch), total - 1)
-    if config.get("lr_schedule", "cosine") == "step":
+    if config.lr_schedule == "step":
         decay = optax.piecewise_constant_schedule(
             base,
             {
@@ -138,23 +171,31 @@ def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
     )
 
 
-def kernel_mask(params):
+def kernel_mask(params: Any) -> Any:
     """True for conv/dense kernels, the weights that get weight decay (not biases or norms)."""
     return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
 
 
-def create_optimizer(config, learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
+def create_optimizer(
+    config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule
+) -> optax.GradientTransformation:
     """SGD with momentum (Nesterov if ``nesterov``) and L2 weight decay ``wd * w`` added to the
     gradients of the kernels (``weight_decay_on="kernels"``, the Flax examples) or of every
     parameter (``"all"``, PyTorch's SGD ``weight_decay`` as the paper used it)."""
-    mask = None if config.get("weight_decay_on", "kernels") == "all" else kernel_mask
+    mask = None if config.weight_decay_on == "all" else kernel_mask
     return optax.chain(
         optax.add_decayed_weights(config.weight_decay, mask=mask),
         optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov),
     )
 
 
-def create_train_state(rng, config, model, image_shape, learning_rate_fn) -> TrainState:
+def create_train_state(
+    rng: jax.Array,
+    config: ml_collections.ConfigDict,
+    model: Any,
+    image_shape: tuple[int, ...],
+    learning_rate_fn: optax.Schedule,
+) -> TrainState:
     """Initial state (host arrays) for images of ``image_shape`` (H, W, C)."""
     init = jax.jit(functools.partial(model.init, train=False))
     variables = jax.device_get(init(rng, jnp.zeros((1, *image_shape), jnp.float32)))
@@ -166,7 +207,9 @@ def create_train_state(rng, config, model, image_shape, learning_rate_fn) -> Tra
     )
 
 
-def cross_entropy_loss(logits, labels, label_smoothing: float = 0.0):
+def cross_entropy_loss(
+    logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
+) -> jax.Array:
     """Per-example cross-entropy (B,) of float32 ``logits`` (B, K) against int ``labels`` (B,)."""
     targets = jax.nn.one_hot(labels, logits.shape[-1])
     if label_smoothing:
@@ -175,8 +218,14 @@ def cross_entropy_loss(logits, labels, label_smoothing: float = 0.0):
 
 
 def train_step(
-    state, batch, *, learning_rate_fn, label_smoothing: float, axis_name=None, dropout_key=None
-):
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    learning_rate_fn: optax.Schedule,
+    label_smoothing: float,
+    axis_name: str | None = None,
+    dropout_key: jax.Array | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on ``batch``; metrics are means over the global batch.
 
     Under pmap (``axis_name``) the gradients are averaged over devices; under jit
@@ -191,7 +240,7 @@ def train_step(
             key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
         rngs["dropout"] = key
 
-    def loss_fn(params):
+    def loss_fn(params: Any) -> tuple[jax.Array, Any]:
         logits, updates = state.apply_fn(
             {"params": params, "batch_stats": state.batch_stats},
             batch["image"],
@@ -218,7 +267,9 @@ def train_step(
     return state, metrics
 
 
-def eval_step(state, batch, *, axis_name=None):
+def eval_step(
+    state: TrainState, batch: dict[str, jax.Array], *, axis_name: str | None = None
+) -> dict[str, jax.Array]:
     """Sums of loss, correct predictions and examples over the unmasked global batch."""
     logits = state.apply_fn(
         {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
@@ -232,204 +283,36 @@ def eval_step(state, batch, *, axis_name=None):
     return sums if axis_name is None else jax.lax.psum(sums, axis_name)
 
 
-@functools.partial(jax.pmap, axis_name="devices")
-def _cross_replica_mean(tree):
-    return jax.lax.pmean(tree, "devices")
-
-
-def sync_batch_stats(state: TrainState) -> TrainState:
-    """Averages a pmap-replicated state's batch statistics over devices.
-
-    With ``axis_name`` set in the models they already agree; this removes any
-    floating-point drift before evaluation and checkpoints.
-    """
-    if not jax.tree.leaves(state.batch_stats):
-        return state
-    return state.replace(batch_stats=_cross_replica_mean(state.batch_stats))
-
-
-# --- Placement of state and batches. ------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Parallel:
-    """Compiles the steps and moves state and batches for one ``parallelism``."""
-
-    parallelism: str
-    devices: list
-
-    def __post_init__(self):
-        self.mesh = Mesh(np.asarray(self.devices), ("data",))
-        self.replicated = NamedSharding(self.mesh, P())
-        self.sharded = NamedSharding(self.mesh, P("data"))
-        self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
-
-    @property
-    def axis_name(self) -> str | None:
-        return PMAP_AXIS if self.parallelism == "pmap" else None
-
-    def compile(self, step: Callable, *, donate: bool) -> Callable:
-        """``step(state, batch)`` compiled for this parallelism."""
-        step = functools.partial(step, axis_name=self.axis_name)
-        donate_argnums = (0,) if donate else ()
-        if self.parallelism == "pmap":
-            return jax.pmap(
-                step,
-                axis_name=PMAP_AXIS,
-                devices=self._pmap_devices(),
-                donate_argnums=donate_argnums,
-            )
-        return jax.jit(
-            step,
-            in_shardings=(self.replicated, self.sharded),
-            out_shardings=self.replicated,
-            donate_argnums=donate_argnums,
-        )
-
-    def _pmap_devices(self):
-        return None if len(self.devices) == jax.device_count() else self.devices
-
-    def put_state(self, state):
-        """Host state → device state (replicated per device, or one replicated global array)."""
-        if self.parallelism == "pmap":
-            return flax.jax_utils.replicate(state, devices=self.local_devices)
-        return jax.tree.map(
-            lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x)), state
-        )
-
-    def put_batch(self, batch):
-        """This process's rows of the global batch → the step's input."""
-        if self.parallelism == "pmap":
-            count = len(self.local_devices)
-            return jax.tree.map(lambda x: x.reshape(count, -1, *x.shape[1:]), batch)
-        return jax.tree.map(
-            lambda x: jax.make_array_from_process_local_data(self.sharded, x), batch
-        )
-
-    def first(self, tree):
-        """One replica's values, as host arrays."""
-        if self.parallelism == "pmap":
-            return jax.device_get(jax.tree.map(lambda x: x.addressable_data(0)[0], tree))
-        return jax.device_get(jax.tree.map(lambda x: x.addressable_data(0), tree))
-
-    def to_global(self, state):
-        """Device state → arrays replicated over the mesh (the checkpoint format)."""
-        if self.parallelism == "jit":
-            return state
-
-        def merge(x):
-            replicas = [shard.data.reshape(x.shape[1:]) for shard in x.addressable_shards]
-            return jax.make_array_from_single_device_arrays(x.shape[1:], self.replicated, replicas)
-
-        return jax.tree.map(merge, state)
-
-    def from_global(self, state):
-        """Checkpoint format → device state."""
-        if self.parallelism == "jit":
-            return state
-        return self.put_state(jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state))
-
-
-def make_parallel(config) -> Parallel:
-    num_devices = config.get("num_devices", -1)
-    devices = jax.devices()[:num_devices] if num_devices > 0 else jax.devices()
-    return Parallel(config.parallelism, devices)
-
-
-# --- Checkpoints. -------------------------------------------------------------------------------
-
-
-def checkpoint_manager(
-    workdir: str, config, max_to_keep: int | None = None
-) -> ocp.CheckpointManager:
-    """Checkpoints in ``workdir/checkpoints``, the last ``max_to_keep`` (default: the config's)."""
-    if max_to_keep is None:
-        max_to_keep = config.get("max_checkpoints_to_keep", 3)
-    return ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-    )
-
-
-def _state_dict(state):
-    return flax.serialization.to_state_dict(state)
-
-
-def restore_checkpoint(
-    manager, parallel: Parallel, host_state: TrainState, step: int | None = None
-):
-    """Checkpoint ``step`` (default: the latest) as device state, or the ``host_state`` placed on
-    devices when there is no checkpoint."""
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        return parallel.put_state(host_state)
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(
-            np.shape(x), np.asarray(x).dtype, sharding=parallel.replicated
-        ),
-        _state_dict(host_state),
-    )
-    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-    return parallel.from_global(flax.serialization.from_state_dict(host_state, restored))
-
-
-def save_checkpoint(manager, parallel: Parallel, state, step: int) -> None:
-    manager.save(step, args=ocp.args.StandardSave(_state_dict(parallel.to_global(state))))
-
-
-# --- The loop. ----------------------------------------------------------------------------------
-
-
-class BestValidation:
-    """Keeps the state of the step with the best validation accuracy in ``workdir/best``.
-
-    The accuracy and step sit next to the checkpoint in ``best.json``, so a
-    resumed run goes on comparing against them.
-    """
-
-    def __init__(self, workdir: str, config):
-        self.directory = os.path.join(workdir, "best")
-        self.manager = checkpoint_manager(self.directory, config, max_to_keep=1)
-        self.record = os.path.join(self.directory, "best.json")
-        self.accuracy, self.step = -1.0, None
-        if os.path.exists(self.record):
-            with open(self.record) as f:
-                saved = json.load(f)
-            self.accuracy, self.step = saved["validation_accuracy"], saved["step"]
-
-    def offer(self, parallel: Parallel, state, step: int, accuracy: float) -> None:
-        """Saves ``state`` if ``accuracy`` beats the best so far."""
-        if accuracy <= self.accuracy:
-            return
-        self.accuracy, self.step = accuracy, step
-        save_checkpoint(self.manager, parallel, state, step)
-        self.manager.wait_until_finished()
-        if jax.process_index() == 0:
-            with open(self.record, "w") as f:
-                json.dump({"validation_accuracy": accuracy, "step": step}, f)
-
-    def restore(self, parallel: Parallel, host_state):
-        self.manager.wait_until_finished()
-        return restore_checkpoint(self.manager, parallel, host_state)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or Inf."""
-
-
 def evaluate(
-    config, parallel: Parallel, eval_fn, state, sharding, which: str = "test"
+    config: ml_collections.ConfigDict,
+    placement: Placement,
+    eval_fn: Any,
+    state: TrainState,
+    sharding: input_pipeline.Sharding,
+    which: str = "test",
 ) -> dict[str, float]:
     """Loss and accuracy over the whole ``which`` split ("test" or "validation")."""
-    if parallel.parallelism == "pmap":
-        state = sync_batch_stats(state)
+    state = placement.prepare_eval(state)
     totals = None
     for batch in input_pipeline.eval_batches(config, sharding=sharding, which=which):
-        sums = eval_fn(state, parallel.put_batch(batch))
+        sums = eval_fn(state, placement.put_batch(batch))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = parallel.first(totals)
+    totals = placement.first(totals)
     count = max(float(totals["count"]), 1.0)
     return {"loss": float(totals["loss"]) / count, "accuracy": float(totals["correct"]) / count}
+
+
+def _due(step: int, every: int) -> bool:
+    return bool(every) and step % every == 0
+
+
+def _kept_checkpoint(manager: ocp.CheckpointManager, workdir: str) -> str:
+    manager.wait_until_finished()
+    kept = manager.latest_step()
+    if kept is None:
+        return "No checkpoint had been written yet."
+    where = os.path.join(workdir, "checkpoints")
+    return f"The last good checkpoint (step {kept}) is kept in {where}."
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -443,171 +326,111 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       ValueError: a bad config value, before any work.
       NonFiniteLossError: the loss became NaN/Inf; the last good checkpoint is kept.
     """
-    from tensorboardX import SummaryWriter
-    from tqdm import tqdm
-
     start_time = time.perf_counter()
+    config = with_defaults(config)
     validate_config(config)
     workdir = os.path.abspath(workdir)
-    is_chief = jax.process_index() == 0
-    parallel = make_parallel(config)
+    placement = make_placement(config)
     sharding = input_pipeline.Sharding(jax.process_index(), jax.process_count())
-
     steps_per_epoch = input_pipeline.steps_per_epoch(config)
     total_steps = num_train_steps(config, steps_per_epoch)
     learning_rate_fn = create_learning_rate_fn(config, steps_per_epoch)
-    model = create_model(config, axis_name=parallel.axis_name)
+    model = create_model(config, axis_name=placement.axis_name)
+    image_shape = input_pipeline.image_shape(config)
     host_state = create_train_state(
-        jax.random.key(config.seed),
-        config,
-        model,
-        input_pipeline.image_shape(config),
-        learning_rate_fn,
+        jax.random.key(config.seed), config, model, image_shape, learning_rate_fn
     )
     manager = checkpoint_manager(workdir, config)
-    state = restore_checkpoint(manager, parallel, host_state)
+    state = restore_checkpoint(manager, placement, host_state)
     start_step = manager.latest_step() or 0
-
-    train_fn = parallel.compile(
+    dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    train_fn = placement.compile(
         functools.partial(
             train_step,
             learning_rate_fn=learning_rate_fn,
             label_smoothing=config.label_smoothing,
-            dropout_key=jax.random.fold_in(jax.random.key(config.seed), 1),
+            dropout_key=dropout_key,
         ),
         donate=True,
     )
-    eval_fn = parallel.compile(eval_step, donate=False)
-    writer = SummaryWriter(workdir) if is_chief else None
-    progress = tqdm(
-        total=total_steps,
-        initial=start_step,
-        disable=not (is_chief and config.get("progress_bar", True)),
-        desc=f"{config.model} {config.norm}",
-        unit="step",
-    )
+    eval_fn = placement.compile(eval_step, donate=False)
+    progress = Progress(config, workdir, total_steps, start_step, placement.first)
+    best = BestValidation(workdir, config) if config.validation_fraction else None
 
-    pending: list[tuple[int, Any]] = []
-    train_loss = math.nan
-
-    def check_pending():
-        """Fetches the metrics of the steps run since the last check; stops on NaN/Inf."""
-        nonlocal train_loss
-        fetched = [(step, parallel.first(metrics)) for step, metrics in pending]
-        pending.clear()
-        for step, metrics in fetched:
-            if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
-                manager.wait_until_finished()
-                kept = manager.latest_step()
-                where = os.path.join(workdir, "checkpoints")
-                raise NonFiniteLossError(
-                    f"non-finite training loss ({metrics['loss']}) or gradient norm "
-                    f"({metrics['grad_norm']}) at step {step}; stopping. "
-                    + (
-                        f"The last good checkpoint (step {kept}) is kept in {where}."
-                        if kept is not None
-                        else "No checkpoint had been written yet."
-                    )
-                )
-        if fetched:
-            train_loss = float(fetched[-1][1]["loss"])
-        return fetched
-
-    best = BestValidation(workdir, config) if config.get("validation_fraction", 0.0) else None
-
-    def evaluate_step(state, step):
+    def evaluate_at(state: TrainState, step: int) -> dict[str, float]:
         """Scores the validation split (offering the state to ``best``) or the test split."""
         which = "test" if best is None else "validation"
-        scores = evaluate(config, parallel, eval_fn, state, sharding, which)
+        scores = evaluate(config, placement, eval_fn, state, sharding, which)
         if best is not None:
-            best.offer(parallel, state, step, scores["accuracy"])
-        if is_chief:
-            for key, value in scores.items():
-                writer.add_scalar(f"{which}/{key}", value, step)
+            best.offer(placement, state, step, scores["accuracy"])
+        progress.scalars(which, scores, step)
         return scores
 
-    train_iter = input_pipeline.train_batches(config, start_step=start_step, sharding=sharding)
-    timed_steps, timed_seconds, tick = 0, 0.0, None
+    batches = input_pipeline.train_batches(config, start_step=start_step, sharding=sharding)
     for step in range(start_step + 1, total_steps + 1):
-        batch = next(train_iter)
-        state, metrics = train_fn(state, parallel.put_batch(batch))
-        pending.append((step, metrics))
-        log_now = step % config.log_every_steps == 0 or step == total_steps
-        checkpoint_now = step % config.checkpoint_every_steps == 0 or step == total_steps
-        eval_now = config.get("eval_every_steps", 0) and step % config.eval_every_steps == 0
-        if tick is None or log_now or checkpoint_now or eval_now:
-            steps_done = len(pending)
-            fetched = check_pending()
-            now = time.perf_counter()
-            if tick is not None:  # The first step compiles; it is not timed.
-                timed_steps += steps_done
-                timed_seconds += now - tick
-            tick = now
-            progress.update(steps_done)
-            if log_now and is_chief:
-                means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
-                rate = config.batch_size * timed_steps / timed_seconds if timed_seconds else 0.0
-                progress.set_postfix(
-                    loss=f"{means['loss']:.4f}",
-                    acc=f"{means['accuracy']:.3f}",
-                    lr=f"{means['learning_rate']:.4g}",
-                    ex_s=f"{rate:.0f}",
-                )
-                for key, value in means.items():
-                    writer.add_scalar(f"train/{key}", value, step)
-                writer.add_scalar("train/examples_per_sec", rate, step)
+        state, metrics = train_fn(state, placement.put_batch(next(batches)))
+        progress.add(step, metrics)
+        last = step == total_steps
+        log_now = _due(step, config.log_every_steps) or last
+        checkpoint_now = _due(step, config.checkpoint_every_steps) or last
+        eval_now = _due(step, config.eval_every_steps) and not last
+        if progress.fetch_due() or log_now or checkpoint_now or eval_now:
+            try:
+                fetched = progress.fetch()
+            except NonFiniteLossError as error:
+                raise NonFiniteLossError(f"{error} {_kept_checkpoint(manager, workdir)}") from None
+            if log_now:
+                progress.log_train(fetched, step)
             if checkpoint_now:
-                save_checkpoint(manager, parallel, state, step)
-            if eval_now and step != total_steps:
-                evaluate_step(state, step)
-            tick = time.perf_counter()
-    progress.close()
-    check_pending()
+                save_checkpoint(manager, placement, state, step)
+            if eval_now:
+                evaluate_at(state, step)
+            progress.restart_timer()
 
-    final = evaluate_step(state, total_steps)
+    final = evaluate_at(state, total_steps)
     selected = {}
     if best is not None:
         # The paper's protocol: the test score of the best validation step.
-        state = best.restore(parallel, host_state)
-        final = evaluate(config, parallel, eval_fn, state, sharding)
+        state = best.restore(placement, host_state)
+        final = evaluate(config, placement, eval_fn, state, sharding)
         selected = {"best_validation_accuracy": best.accuracy, "selected_step": best.step}
-        best.manager.close()
-    results = final
+        progress.scalars("test", final, best.step or total_steps)
+        best.close()
     manager.wait_until_finished()
     manager.close()
-    wall_seconds = time.perf_counter() - start_time
+    progress.close()
     summary = {
-        "test_accuracy": results["accuracy"],
-        "test_loss": results["loss"],
+        "test_accuracy": final["accuracy"],
+        "test_loss": final["loss"],
         **selected,
-        "train_loss": train_loss,
+        "train_loss": progress.train_loss,
         "steps": total_steps,
-        "train_examples_per_sec": (
-            config.batch_size * timed_steps / timed_seconds if timed_seconds else None
-        ),
-        "wall_seconds": wall_seconds,
+        "train_examples_per_sec": progress.examples_per_sec,
+        "wall_seconds": time.perf_counter() - start_time,
         "model": config.model,
         "norm": config.norm,
         "dataset": config.dataset,
         "parallelism": config.parallelism,
-        "devices": len(parallel.devices),
+        "devices": len(placement.devices),
         "processes": jax.process_count(),
         "batch_size": config.batch_size,
     }
-    if is_chief:
-        if best is not None:
-            for key in ("loss", "accuracy"):
-                writer.add_scalar(f"test/{key}", results[key], best.step)
-        writer.close()
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        rate = summary["train_examples_per_sec"]
-        print(
-            f"{config.model} ({config.norm}) on {config.dataset}: "
-            f"test accuracy {results['accuracy']:.2%}, test loss {results['loss']:.4f}, "
-            f"{total_steps} steps, "
-            + (f"{rate:.0f} examples/s, " if rate else "")
-            + f"{wall_seconds:.0f} s wall, {len(parallel.devices)} devices ({config.parallelism})",
-            flush=True,
-        )
-    return parallel.first(state)
+    if jax.process_index() == 0:
+        _write_summary(summary, workdir)
+    return placement.first(state)
+
+
+def _write_summary(summary: dict[str, Any], workdir: str) -> None:
+    """``summary.json`` in ``workdir``, and its line on stdout."""
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    rate = summary["train_examples_per_sec"]
+    print(
+        f"{summary['model']} ({summary['norm']}) on {summary['dataset']}: "
+        f"test accuracy {summary['test_accuracy']:.2%}, test loss {summary['test_loss']:.4f}, "
+        f"{summary['steps']} steps, "
+        + (f"{rate:.0f} examples/s, " if rate else "")
+        + f"{summary['wall_seconds']:.0f} s wall, {summary['devices']} devices "
+        f"({summary['parallelism']})",
+        flush=True,
+    )

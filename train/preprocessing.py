@@ -1,0 +1,131 @@
+"""Per-example image transforms for training and evaluation, in TensorFlow.
+
+A preprocessor maps ``(image, seeds)`` to a normalized float32 ``(H, W, C)`` image:
+``image`` is a uint8 ``(h, w, c)`` array (digits, CIFAR) or JPEG bytes (ImageNet,
+Tiny ImageNet); ``seeds`` is a ``(2, 2)`` int64 pair of stateless seeds for the random
+augmentation of training, ignored (and passed as ``None``) in evaluation. Using only
+stateless ops keeps the batches a function of ``(seed, epoch, position)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from train.datasets import DatasetSpec
+
+# ImageNet evaluation crops the centre ``size / (size + 32)`` of the shorter side (224 of 256).
+IMAGENET_CROP_PADDING = 32
+
+# Datasets stored as JPEG bytes, which get the Inception-style crops decoded from the JPEG.
+_JPEG_DATASETS = ("imagenet2012", "tiny_imagenet")
+
+
+def preprocessor(config, spec: DatasetSpec, shape, *, train: bool) -> Callable:
+    """The transform of ``spec``'s examples to ``shape`` (H, W, C): the random training
+    augmentation if ``train``, else the deterministic evaluation transform.
+
+    For digits and CIFAR, ``config.crop_padding`` and ``config.random_flip`` set the
+    training augmentation; a config without them gets 1 pixel and no flip for digits,
+    4 pixels and flips otherwise.
+    """
+    if spec.name in _JPEG_DATASETS:
+        return imagenet_train(spec, shape) if train else imagenet_eval(spec, shape)
+    if not train:
+        return small_image_eval(spec, shape)
+    pad = config.get("crop_padding", 1 if spec.name == "digits" else 4)
+    flip = config.get("random_flip", spec.name != "digits")
+    return small_image_train(spec, shape, pad, flip)
+
+
+def _normalize(image, spec: DatasetSpec):
+    image = tf.cast(image, tf.float32)
+    return (image - tf.constant(spec.mean)) / tf.constant(spec.std)
+
+
+def _resize(image, shape):
+    if tuple(image.shape[:2]) == tuple(shape[:2]):
+        return image
+    return tf.image.resize(image, shape[:2], method="bilinear")
+
+
+def _resize_bicubic(image, shape):
+    # Bicubic interpolation overshoots; clip back to the pixel range.
+    return tf.clip_by_value(tf.image.resize(image, shape[:2], method="bicubic"), 0.0, 255.0)
+
+
+def _pad_crop(image, seed, pad: int):
+    """Zero-pads by ``pad`` pixels and crops back to the original size at a random offset."""
+    height, width, channels = image.shape
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    return tf.image.stateless_random_crop(padded, (height, width, channels), seed=seed)
+
+
+def small_image_train(spec: DatasetSpec, shape, pad: int, flip: bool) -> Callable:
+    """Digits/CIFAR training augmentation: normalize, resize, pad-and-crop, optional flip."""
+
+    def preprocess(image, seeds):
+        # Pads with black (raw zeros), as torchvision's RandomCrop(padding=...) does.
+        image = _resize(tf.cast(image, tf.float32), shape)
+        if pad:
+            image = _pad_crop(image, seeds[0], pad)
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+        return _normalize(image, spec)
+
+    return preprocess
+
+
+def small_image_eval(spec: DatasetSpec, shape) -> Callable:
+    """Digits/CIFAR evaluation: normalize and resize."""
+
+    def preprocess(image, seeds):
+        del seeds
+        return _resize(_normalize(image, spec), shape)
+
+    return preprocess
+
+
+def imagenet_train(spec: DatasetSpec, shape) -> Callable:
+    """Inception-style random resized crop (area 8-100%, ratio 3/4-4/3) and flip of a JPEG."""
+
+    def preprocess(image_bytes, seeds):
+        jpeg_shape = tf.image.extract_jpeg_shape(image_bytes)
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            jpeg_shape,
+            bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=(1, 1, 4)),
+            seed=seeds[0],
+            min_object_covered=0.1,
+            aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(0.08, 1.0),
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
+        window = tf.stack([begin[0], begin[1], size[0], size[1]])
+        image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+        image = _resize_bicubic(image, shape)
+        image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+        return _normalize(image, spec)
+
+    return preprocess
+
+
+def imagenet_eval(spec: DatasetSpec, shape) -> Callable:
+    """Center crop of ``size / (size + 32)`` of the shorter side, resized to ``size``."""
+    size = shape[0]
+
+    def preprocess(image_bytes, seeds):
+        del seeds
+        jpeg_shape = tf.image.extract_jpeg_shape(image_bytes)
+        height, width = jpeg_shape[0], jpeg_shape[1]
+        crop = tf.cast(
+            size / (size + IMAGENET_CROP_PADDING) * tf.cast(tf.minimum(height, width), tf.float32),
+            tf.int32,
+        )
+        window = tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
+        image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+        image = _resize_bicubic(image, shape)
+        return _normalize(image, spec)
+
+    return preprocess
