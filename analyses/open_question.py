@@ -2,7 +2,7 @@
 
 Under the paper's "backward" convention, BatchNorm followed by channel-statistics
 SBN multiplies each channel by about ``gamma / sqrt(H W)`` (plus a small
-first-row pattern; PAPER.md section 1). This sweep asks whether SBN's gain is
+first-row pattern; see sbn_jax/_closed_form.py). This sweep asks whether SBN's gain is
 more than that rescaling. Four variants of each model, the normalization of
 modules 3 and 4 changing and plain BatchNorm elsewhere:
 

@@ -9,7 +9,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sbn_jax._layout import DIVIDE_BY, FFT_NORMS, Layout, Statistics, spectrum_shape
+from sbn_jax._layout import (
+    DIVIDE_BY,
+    FFT_NORMS,
+    Layout,
+    Options,
+    Statistics,
+    spectrum_shape,
+    statistics_shape,
+)
 
 
 def check_input(x: jax.Array) -> None:
@@ -85,3 +93,19 @@ def check_running(
             f"var_imag={'None' if running.var_imag is None else 'an array'}."
         )
     return running
+
+
+def statistics_to_use(
+    x: jax.Array,
+    layout: Layout,
+    options: Options,
+    running: Statistics | None,
+    use_running_average: bool,
+) -> Statistics | None:
+    """The checked running statistics in eval, or None in training (after checking the count)."""
+    if use_running_average:
+        shape = statistics_shape(x.shape, layout, options.per_frequency)
+        return check_running(running, shape, x, options.separate_real_imag)
+    group = reduction_group_size(options.axis_name, options.axis_index_groups)
+    check_statistic_count(x.shape, layout, options.per_frequency, group)
+    return None

@@ -294,11 +294,9 @@ def spectral_batch_norm(
       axis: the feature axis.
       spatial_axes: transformed axes (see :func:`resolve_layout`).
       per_frequency: one statistic per (bin, channel) instead of per channel.
-      fft_norm: ``"backward"`` (the paper's convention), ``"ortho"`` or
-        ``"forward"``, used by both transforms so that they are an exact
-        inverse pair. With "backward" the output's RMS is about
-        ``scale / sqrt(n)`` for ``n`` spatial positions; with "ortho" about
-        ``scale``.
+      fft_norm: ``"backward"`` (the paper's; output RMS about ``scale / sqrt(n)``
+        for ``n`` positions), ``"ortho"`` (about ``scale``) or ``"forward"``, for
+        both transforms, so that they are an exact inverse pair.
       epsilon: added to the variance.
       axis_name: pmap/shard_map axis for cross-device statistics.
       axis_index_groups: device groups for the statistics.
@@ -307,13 +305,11 @@ def spectral_batch_norm(
       dtype: output dtype; default the input's.
       use_mean: subtract the spectral mean (False: the paper's ablation
         "dividing by the standard deviation only").
-      divide_by: ``"std"`` (the paper), ``"constant"`` (divide every bin by
-        :func:`white_spectrum_std` instead, a fixed down-scale of the spectrum;
-        with an exact inverse pair that is the feature map times ``1/sqrt(n)``
-        under "backward": the ablation "only down-scaling the spectrum"), or
-        ``"none"`` (with ``use_mean``: "subtracting the mean only"; without:
-        only the affine map, "gamma/beta weighting alone"). The statistics are
-        computed and returned in every case.
+      divide_by: ``"std"`` (the paper), ``"constant"`` (every bin by
+        :func:`white_spectrum_std`: the feature map times ``1/sqrt(n)`` under
+        "backward", the ablation "only down-scaling the spectrum") or ``"none"``
+        ("subtracting the mean only"; without ``use_mean`` "gamma/beta alone").
+        The statistics are computed and returned in every case.
       separate_real_imag: normalize real and imaginary parts with their own
         variances (the paper's ablation; it reports that this hurts). Needs
         ``divide_by="std"``; the statistics then carry ``var_imag``.
@@ -330,13 +326,6 @@ def spectral_batch_norm(
     implementation = IMPLEMENTATIONS[
         resolve_impl(impl, per_frequency, x.shape, layout, separate_real_imag)
     ]
-    if use_running_average:
-        stats_shape = statistics_shape(x.shape, layout, per_frequency)
-        running = _checks.check_running(running, stats_shape, x, separate_real_imag)
-    else:
-        group = _checks.reduction_group_size(axis_name, axis_index_groups)
-        _checks.check_statistic_count(x.shape, layout, per_frequency, group)
-        running = None
     options = Options(
         per_frequency=per_frequency,
         fft_norm=cast(FftNorm, fft_norm),  # Checked above.
@@ -347,6 +336,7 @@ def spectral_batch_norm(
         axis_name=axis_name,
         axis_index_groups=axis_index_groups,
     )
+    running = _checks.statistics_to_use(x, layout, options, running, use_running_average)
     xc = x.astype(compute_dtype(x.dtype))
     y, stats = implementation(xc, running, scale, bias, layout, options)
     return y.astype(x.dtype if dtype is None else dtype), stats

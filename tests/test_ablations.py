@@ -1,4 +1,4 @@
-"""The paper's ablations (PAPER.md section 5) as layer options, against the float64 reference."""
+"""The paper's ablations (its Section V) as layer options, against the float64 reference."""
 
 import jax
 import jax.numpy as jnp

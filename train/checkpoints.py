@@ -58,6 +58,15 @@ def save_checkpoint(
     manager.save(step, args=ocp.args.StandardSave(global_state))
 
 
+def kept_checkpoint(manager: ocp.CheckpointManager) -> str:
+    """A sentence naming the latest checkpoint, once written, for an error message."""
+    manager.wait_until_finished()
+    kept = manager.latest_step()
+    if kept is None:
+        return "No checkpoint had been written yet."
+    return f"The last good checkpoint (step {kept}) is kept in {manager.directory}."
+
+
 class BestValidation:
     """Keeps the state of the step with the best validation accuracy in ``workdir/best``.
 

@@ -1,4 +1,4 @@
-"""What a run reports while it trains: metrics, the NaN/Inf check, throughput, TensorBoard, tqdm.
+"""What a run reports: metrics, the NaN/Inf check, throughput, TensorBoard, tqdm, its summary.
 
 Step metrics stay on the devices until a report is due (logging, checkpoint or
 evaluation steps, and the first step), so the host does not wait on every step.
@@ -6,7 +6,9 @@ evaluation steps, and the first step), so the host does not wait on every step.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -43,6 +45,7 @@ class Progress:
         from tqdm import tqdm
 
         self.is_chief = jax.process_index() == 0
+        self.workdir = workdir
         self.batch_size = config.batch_size
         self.first = first
         self.writer = SummaryWriter(workdir) if self.is_chief else None
@@ -125,3 +128,40 @@ class Progress:
         self.bar.close()
         if self.writer is not None:
             self.writer.close()
+
+    def write_summary(
+        self,
+        config: ml_collections.ConfigDict,
+        devices: int,
+        final: Mapping[str, float],
+        run: Mapping[str, Any],
+    ) -> None:
+        """``summary.json`` in the workdir (test scores, the run and its setting), and a line.
+
+        ``run`` has at least ``steps`` and ``wall_seconds``.
+        """
+        rate = self.examples_per_sec
+        summary = {
+            "test_accuracy": final["accuracy"],
+            "test_loss": final["loss"],
+            **run,
+            "train_loss": self.train_loss,
+            "train_examples_per_sec": rate,
+            "model": config.model,
+            "norm": config.norm,
+            "dataset": config.dataset,
+            "parallelism": config.parallelism,
+            "devices": devices,
+            "processes": jax.process_count(),
+            "batch_size": config.batch_size,
+        }
+        with open(os.path.join(self.workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        print(
+            f"{config.model} ({config.norm}) on {config.dataset}: "
+            f"test accuracy {final['accuracy']:.2%}, test loss {final['loss']:.4f}, "
+            f"{run['steps']} steps, "
+            + (f"{rate:.0f} examples/s, " if rate else "")
+            + f"{run['wall_seconds']:.0f} s wall, {devices} devices ({config.parallelism})",
+            flush=True,
+        )

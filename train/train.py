@@ -12,7 +12,6 @@ whole batch); :func:`train_and_evaluate` runs them, with checkpoints
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -21,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-import orbax.checkpoint as ocp
 from flax.training import train_state
 
 from sbn_jax import models
@@ -29,6 +27,7 @@ from train import input_pipeline
 from train.checkpoints import (
     BestValidation,
     checkpoint_manager,
+    kept_checkpoint,
     restore_checkpoint,
     save_checkpoint,
 )
@@ -306,13 +305,49 @@ def _due(step: int, every: int) -> bool:
     return bool(every) and step % every == 0
 
 
-def _kept_checkpoint(manager: ocp.CheckpointManager, workdir: str) -> str:
-    manager.wait_until_finished()
-    kept = manager.latest_step()
-    if kept is None:
-        return "No checkpoint had been written yet."
-    where = os.path.join(workdir, "checkpoints")
-    return f"The last good checkpoint (step {kept}) is kept in {where}."
+class _Evaluation:
+    """A run's evaluations: the test split, or the validation split and the paper's protocol.
+
+    With ``validation_fraction`` every evaluation scores the validation split and
+    offers the state to :class:`BestValidation`; the final score is the test
+    score of the best validation step.
+    """
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str,
+        placement: Placement,
+        sharding: input_pipeline.Sharding,
+        progress: Progress,
+    ):
+        self.config, self.placement, self.sharding = config, placement, sharding
+        self.progress = progress
+        self.eval_fn = placement.compile(eval_step, donate=False)
+        self.best = BestValidation(workdir, config) if config.validation_fraction else None
+
+    def at(self, state: TrainState, step: int) -> dict[str, float]:
+        """Scores ``state`` after ``step`` (and offers it to the best-validation record)."""
+        which = "test" if self.best is None else "validation"
+        scores = evaluate(self.config, self.placement, self.eval_fn, state, self.sharding, which)
+        if self.best is not None:
+            self.best.offer(self.placement, state, step, scores["accuracy"])
+        self.progress.scalars(which, scores, step)
+        return scores
+
+    def final(
+        self, state: TrainState, host_state: TrainState, step: int
+    ) -> tuple[TrainState, dict[str, float], dict[str, Any]]:
+        """``(state, test scores, selection)`` of the run: the last, or the best validation."""
+        scores = self.at(state, step)
+        if self.best is None:
+            return state, scores, {}
+        state = self.best.restore(self.placement, host_state)
+        scores = evaluate(self.config, self.placement, self.eval_fn, state, self.sharding)
+        self.progress.scalars("test", scores, self.best.step or step)
+        selected = {"best_validation_accuracy": self.best.accuracy, "selected_step": self.best.step}
+        self.best.close()
+        return state, scores, selected
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -343,28 +378,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     manager = checkpoint_manager(workdir, config)
     state = restore_checkpoint(manager, placement, host_state)
     start_step = manager.latest_step() or 0
-    dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     train_fn = placement.compile(
         functools.partial(
             train_step,
             learning_rate_fn=learning_rate_fn,
             label_smoothing=config.label_smoothing,
-            dropout_key=dropout_key,
+            dropout_key=jax.random.fold_in(jax.random.key(config.seed), 1),
         ),
         donate=True,
     )
-    eval_fn = placement.compile(eval_step, donate=False)
     progress = Progress(config, workdir, total_steps, start_step, placement.first)
-    best = BestValidation(workdir, config) if config.validation_fraction else None
-
-    def evaluate_at(state: TrainState, step: int) -> dict[str, float]:
-        """Scores the validation split (offering the state to ``best``) or the test split."""
-        which = "test" if best is None else "validation"
-        scores = evaluate(config, placement, eval_fn, state, sharding, which)
-        if best is not None:
-            best.offer(placement, state, step, scores["accuracy"])
-        progress.scalars(which, scores, step)
-        return scores
+    evaluation = _Evaluation(config, workdir, placement, sharding, progress)
 
     batches = input_pipeline.train_batches(config, start_step=start_step, sharding=sharding)
     for step in range(start_step + 1, total_steps + 1):
@@ -378,59 +402,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             try:
                 fetched = progress.fetch()
             except NonFiniteLossError as error:
-                raise NonFiniteLossError(f"{error} {_kept_checkpoint(manager, workdir)}") from None
+                raise NonFiniteLossError(f"{error} {kept_checkpoint(manager)}") from None
             if log_now:
                 progress.log_train(fetched, step)
             if checkpoint_now:
                 save_checkpoint(manager, placement, state, step)
             if eval_now:
-                evaluate_at(state, step)
+                evaluation.at(state, step)
             progress.restart_timer()
 
-    final = evaluate_at(state, total_steps)
-    selected = {}
-    if best is not None:
-        # The paper's protocol: the test score of the best validation step.
-        state = best.restore(placement, host_state)
-        final = evaluate(config, placement, eval_fn, state, sharding)
-        selected = {"best_validation_accuracy": best.accuracy, "selected_step": best.step}
-        progress.scalars("test", final, best.step or total_steps)
-        best.close()
+    state, final, selected = evaluation.final(state, host_state, total_steps)
     manager.wait_until_finished()
     manager.close()
     progress.close()
-    summary = {
-        "test_accuracy": final["accuracy"],
-        "test_loss": final["loss"],
-        **selected,
-        "train_loss": progress.train_loss,
-        "steps": total_steps,
-        "train_examples_per_sec": progress.examples_per_sec,
-        "wall_seconds": time.perf_counter() - start_time,
-        "model": config.model,
-        "norm": config.norm,
-        "dataset": config.dataset,
-        "parallelism": config.parallelism,
-        "devices": len(placement.devices),
-        "processes": jax.process_count(),
-        "batch_size": config.batch_size,
-    }
     if jax.process_index() == 0:
-        _write_summary(summary, workdir)
+        run = {"steps": total_steps, "wall_seconds": time.perf_counter() - start_time}
+        progress.write_summary(config, len(placement.devices), final, {**selected, **run})
     return placement.first(state)
-
-
-def _write_summary(summary: dict[str, Any], workdir: str) -> None:
-    """``summary.json`` in ``workdir``, and its line on stdout."""
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    rate = summary["train_examples_per_sec"]
-    print(
-        f"{summary['model']} ({summary['norm']}) on {summary['dataset']}: "
-        f"test accuracy {summary['test_accuracy']:.2%}, test loss {summary['test_loss']:.4f}, "
-        f"{summary['steps']} steps, "
-        + (f"{rate:.0f} examples/s, " if rate else "")
-        + f"{summary['wall_seconds']:.0f} s wall, {summary['devices']} devices "
-        f"({summary['parallelism']})",
-        flush=True,
-    )
