@@ -188,7 +188,7 @@ def fft(
     if running is not None and options.per_frequency:
         running = _transpose_all(running, stats_to_moved)
     y, stats = _through(
-        jnp.transpose(x, order), running, scale, bias, moved, options, _fft_rfftn, _fft_irfftn
+        jnp.transpose(x, order), running, scale, bias, moved, options, rfftn_last, irfftn_last
     )
     if options.per_frequency:
         stats = _transpose_all(stats, _inverse(stats_to_moved))
@@ -216,15 +216,17 @@ def _flat_leading(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, tuple
     return x.reshape(math.prod(lead), *x.shape[x.ndim - len(axes) :]), lead
 
 
-def _fft_rfftn(x: jax.Array, axes: tuple[int, ...], norm: str) -> jax.Array:
+def rfftn_last(x: jax.Array, axes: tuple[int, ...], norm: str) -> jax.Array:
+    """``jnp.fft.rfftn`` over ``axes``, which must be the last axes of ``x``."""
     flat, lead = _flat_leading(x, axes)
     spectrum = jnp.fft.rfftn(flat, axes=tuple(range(1, flat.ndim)), norm=norm)
     return spectrum.reshape(*lead, *spectrum.shape[1:])
 
 
-def _fft_irfftn(
+def irfftn_last(
     spectrum: jax.Array, axes: tuple[int, ...], sizes: tuple[int, ...], norm: str
 ) -> jax.Array:
+    """``jnp.fft.irfftn`` to ``sizes`` over ``axes``, which must be the last axes."""
     flat, lead = _flat_leading(spectrum, axes)
     y = jnp.fft.irfftn(flat, s=sizes, axes=tuple(range(1, flat.ndim)), norm=norm)
     return y.reshape(*lead, *y.shape[1:])

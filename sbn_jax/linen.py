@@ -1,4 +1,4 @@
-"""Flax linen modules: SpectralBatchNorm and SpatialSpectralBatchNorm."""
+"""Flax linen modules: SpectralBatchNorm, SpatialSpectralBatchNorm and the per-example norms."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sbn_jax import functional
+from sbn_jax import family, functional
 
 Dtype = Any
 Initializer = Any
@@ -39,6 +39,16 @@ class _SpectralOptions(nn.Module):
     use_mean: bool = True
     divide_by: str = "std"
     separate_real_imag: bool = False
+
+
+def _affine_params(module: Any, features: int) -> tuple[jax.Array | None, jax.Array | None]:
+    """A module's per-channel ``scale`` and ``bias`` params (None where it has none)."""
+    scale = bias = None
+    if module.use_scale:
+        scale = module.param("scale", module.scale_init, (features,), module.param_dtype)
+    if module.use_bias:
+        bias = module.param("bias", module.bias_init, (features,), module.param_dtype)
+    return scale, bias
 
 
 class SpectralBatchNorm(_SpectralOptions):
@@ -109,17 +119,7 @@ class SpectralBatchNorm(_SpectralOptions):
             for name, value in initial._asdict().items()
             if value is not None
         }
-        features = (x.shape[layout.feature_axis],)
-        scale = (
-            self.param("scale", self.scale_init, features, self.param_dtype)
-            if self.use_scale
-            else None
-        )
-        bias = (
-            self.param("bias", self.bias_init, features, self.param_dtype)
-            if self.use_bias
-            else None
-        )
+        scale, bias = _affine_params(self, x.shape[layout.feature_axis])
         # init never computes batch statistics, so that any batch, even one example, initializes.
         initializing = self.is_initializing()
         update = not use_running_average and not initializing
@@ -200,3 +200,83 @@ def _spectral_option_names() -> tuple[str, ...]:
     """The attributes of :class:`SpectralBatchNorm` a pair passes on (all but the mode)."""
     skip = ("parent", "name", "use_running_average")
     return tuple(f.name for f in dataclasses.fields(_SpectralOptions) if f.name not in skip)
+
+
+class _SpectralPerExampleNorm(nn.Module):
+    """Fields shared by the per-example spectral norms; see :mod:`sbn_jax.family`.
+
+    Attributes:
+      axis: the feature axis (-1 for NHWC, 1 for NCHW).
+      spatial_axes: axes to transform; default all but axis 0 and ``axis``.
+      fft_norm: "backward" (the paper's), "ortho" or "forward".
+      epsilon: added to the variance.
+      dtype: output dtype; default the input's. Spectra are float32.
+      param_dtype: dtype of ``scale`` and ``bias``.
+      use_bias: learn a per-channel bias (added to the real part of every bin).
+      use_scale: learn a per-channel scale.
+      bias_init: initializer of ``bias``.
+      scale_init: initializer of ``scale``.
+    """
+
+    axis: int = -1
+    spatial_axes: Sequence[int] | None = None
+    fft_norm: str = "backward"
+    epsilon: float = 1e-5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    use_bias: bool = True
+    use_scale: bool = True
+    bias_init: Initializer = jax.nn.initializers.zeros
+    scale_init: Initializer = jax.nn.initializers.ones
+
+    def groups(self) -> tuple[int | None, int | None]:
+        """``(num_groups, group_size)``, one of them None."""
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Normalizes each example's spectrum with its own statistics; same shape out."""
+        layout = functional.resolve_layout(x.ndim, self.axis, self.spatial_axes)
+        scale, bias = _affine_params(self, x.shape[layout.feature_axis])
+        num_groups, group_size = self.groups()
+        return family.spectral_group_norm(
+            x,
+            num_groups=num_groups,
+            group_size=group_size,
+            scale=scale,
+            bias=bias,
+            axis=self.axis,
+            spatial_axes=self.spatial_axes,
+            fft_norm=self.fft_norm,
+            epsilon=self.epsilon,
+            dtype=self.dtype,
+        )
+
+
+class SpectralGroupNorm(_SpectralPerExampleNorm):
+    """Spectral Group Normalization: per example, over the bins and channels of each group.
+
+    As ``nn.GroupNorm``: give ``num_groups`` (default 32) or ``group_size``
+    with ``num_groups=None``. Other attributes as :class:`_SpectralPerExampleNorm`;
+    no running statistics, the same in training and evaluation.
+    """
+
+    num_groups: int | None = 32
+    group_size: int | None = None
+
+    def groups(self) -> tuple[int | None, int | None]:
+        return self.num_groups, self.group_size
+
+
+class SpectralLayerNorm(_SpectralPerExampleNorm):
+    """Spectral Layer Normalization: per example, over all bins and channels."""
+
+    def groups(self) -> tuple[int | None, int | None]:
+        return 1, None
+
+
+class SpectralInstanceNorm(_SpectralPerExampleNorm):
+    """Spectral Instance Normalization: per example and channel, over all bins."""
+
+    def groups(self) -> tuple[int | None, int | None]:
+        return None, 1

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sbn_jax import functional
+from sbn_jax import family, functional
 
 Dtype = Any
 Initializer = Any
@@ -58,6 +58,11 @@ def _statistics_shape(
     for i, size in zip(layout.spatial_axes, spatial_shape, strict=True):
         shape[i] = size
     return functional.statistics_shape(shape, layout, True)
+
+
+def _param(use: bool, init: Initializer, features: int, dtype: Dtype, rngs: nnx.Rngs) -> Any:
+    """A per-channel ``nnx.Param`` of shape ``(features,)``, or an empty slot."""
+    return nnx.Param(init(rngs.params(), (features,), dtype)) if use else nnx.data(None)
 
 
 class SpectralBatchNorm(nnx.Module):
@@ -122,17 +127,8 @@ class SpectralBatchNorm(nnx.Module):
         self.mean_imag = nnx.BatchStat(initial.mean_imag)
         self.var = nnx.BatchStat(initial.var)
         self.var_imag = nnx.BatchStat(initial.var_imag) if separate_real_imag else nnx.data(None)
-        features = (num_features,)
-        self.scale = (
-            nnx.Param(scale_init(rngs.params(), features, param_dtype))
-            if use_scale
-            else nnx.data(None)
-        )
-        self.bias = (
-            nnx.Param(bias_init(rngs.params(), features, param_dtype))
-            if use_bias
-            else nnx.data(None)
-        )
+        self.scale = _param(use_scale, scale_init, num_features, param_dtype, rngs)
+        self.bias = _param(use_bias, bias_init, num_features, param_dtype, rngs)
         self.num_features = num_features
         self.use_running_average = use_running_average
         self.axis = axis
@@ -250,3 +246,79 @@ class SpatialSpectralBatchNorm(nnx.Module):
         """BatchNorm, then SBN; same shape out."""
         x = self.batch_norm(x, use_running_average=use_running_average)
         return self.spectral_batch_norm(x, use_running_average=use_running_average)
+
+
+class SpectralGroupNorm(nnx.Module):
+    """Spectral Group Normalization for Flax NNX (see :mod:`sbn_jax.family`).
+
+    Args:
+      num_features: number of channels C.
+      num_groups: the number of channel groups (default 32, as ``nnx.GroupNorm``),
+        or None with ``group_size``.
+      group_size: the channels per group, or None.
+      axis, spatial_axes, fft_norm, epsilon, dtype, param_dtype, use_bias,
+      use_scale, bias_init, scale_init: as in
+        :class:`sbn_jax.linen.SpectralGroupNorm`.
+      rngs: random keys for the parameter initializers.
+
+    Variables: ``scale``, ``bias`` (``nnx.Param``, shape ``(C,)``); no
+    statistics are kept, and training and evaluation compute the same function.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        num_groups: int | None = 32,
+        group_size: int | None = None,
+        axis: int = -1,
+        spatial_axes: Sequence[int] | None = None,
+        fft_norm: str = "backward",
+        epsilon: float = 1e-5,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        use_bias: bool = True,
+        use_scale: bool = True,
+        bias_init: Initializer = _ZEROS,
+        scale_init: Initializer = _ONES,
+        rngs: nnx.Rngs,
+    ):
+        family.resolve_groups(num_features, num_groups, group_size)
+        self.scale = _param(use_scale, scale_init, num_features, param_dtype, rngs)
+        self.bias = _param(use_bias, bias_init, num_features, param_dtype, rngs)
+        self.num_features = num_features
+        self.num_groups, self.group_size = num_groups, group_size
+        self.axis = axis
+        self.spatial_axes = None if spatial_axes is None else tuple(spatial_axes)
+        self.fft_norm = fft_norm
+        self.epsilon = epsilon
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Normalizes each example's spectrum with its own statistics; same shape out."""
+        return family.spectral_group_norm(
+            x,
+            num_groups=self.num_groups,
+            group_size=self.group_size,
+            scale=None if self.scale is None else self.scale[...],
+            bias=None if self.bias is None else self.bias[...],
+            axis=self.axis,
+            spatial_axes=self.spatial_axes,
+            fft_norm=self.fft_norm,
+            epsilon=self.epsilon,
+            dtype=self.dtype,
+        )
+
+
+class SpectralLayerNorm(SpectralGroupNorm):
+    """Spectral Layer Normalization (one group); arguments as :class:`SpectralGroupNorm`."""
+
+    def __init__(self, num_features: int, *, rngs: nnx.Rngs, **options: Any):
+        super().__init__(num_features, num_groups=1, group_size=None, rngs=rngs, **options)
+
+
+class SpectralInstanceNorm(SpectralGroupNorm):
+    """Spectral Instance Normalization (one channel a group); as :class:`SpectralGroupNorm`."""
+
+    def __init__(self, num_features: int, *, rngs: nnx.Rngs, **options: Any):
+        super().__init__(num_features, num_groups=None, group_size=1, rngs=rngs, **options)

@@ -87,3 +87,33 @@ def reference_sbn(
     sizes = [x.shape[i] for i in spatial]
     y = np.fft.irfftn(out, s=sizes, axes=spatial, norm=fft_norm)
     return y, stats
+
+
+def reference_group_norm(
+    x,
+    groups,
+    *,
+    axis=-1,
+    spatial_axes=None,
+    fft_norm="backward",
+    epsilon=1e-5,
+    scale=None,
+    bias=None,
+):
+    """Spectral group norm in float64: per example and group, over its channels and all bins."""
+    x = np.asarray(x, np.float64)
+    feature, spatial, _ = reference_layout(x.ndim, axis, spatial_axes)
+    spectrum = np.moveaxis(np.fft.rfftn(x, axes=spatial, norm=fft_norm), feature, -1)
+    channels = spectrum.shape[-1]
+    grouped = spectrum.reshape(*spectrum.shape[:-1], groups, channels // groups)
+    # The spatial axes' places once the feature axis has moved last; then a group's channels.
+    reduce = (*(s - (s > feature) for s in spatial), grouped.ndim - 1)
+    mean = grouped.mean(axis=reduce, keepdims=True)
+    var = (np.abs(grouped - mean) ** 2).mean(axis=reduce, keepdims=True)
+    out = ((grouped - mean) / np.sqrt(var + epsilon)).reshape(spectrum.shape)
+    if scale is not None:
+        out = out * np.asarray(scale, np.float64)
+    if bias is not None:
+        out = out + np.asarray(bias, np.float64)
+    out = np.moveaxis(out, -1, feature)
+    return np.fft.irfftn(out, s=[x.shape[i] for i in spatial], axes=spatial, norm=fft_norm)

@@ -1,0 +1,149 @@
+"""Per-example spectral normalizations: the spectral Layer, Group and Instance Norm.
+
+The paper names spectral versions of Layer, Group and Instance Normalization
+as future work. Each normalizes the spectrum of every example with that
+example's own statistics, so they need no batch statistics and no running
+averages, and they compute the same function in training and evaluation:
+
+1. ``X = rfftn(x, axes=spatial, norm=fft_norm)`` (float32, or float64 inputs),
+2. per example and per group of channels, over the group's channels and all
+   frequency bins: a complex mean ``mu`` and a real, biased variance
+   ``var = mean(|X - mu|**2)``; one group of all channels is the layer norm,
+   one channel per group the instance norm,
+3. ``Y = scale * (X - mu) / sqrt(var + epsilon) + bias`` with a real scale and
+   bias per channel (the bias lands on the real part of every bin),
+4. ``y = irfftn(Y, s=spatial sizes, axes=spatial, norm=fft_norm)``.
+
+Layouts are those of :func:`sbn_jax.functional.spectral_batch_norm` (``axis``,
+``spatial_axes``; every other axis is a batch axis, over which nothing is
+averaged). As with SBN's channel statistics, under "backward" the output has
+RMS about ``scale / sqrt(n)`` for ``n`` spatial positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, cast
+
+import jax
+import jax.numpy as jnp
+
+from sbn_jax import _checks, _spectrum
+from sbn_jax._layout import FftNorm, Layout, resolve_layout
+
+__all__ = ["resolve_groups", "spectral_group_norm", "spectral_instance_norm", "spectral_layer_norm"]
+
+
+def resolve_groups(num_features: int, num_groups: int | None, group_size: int | None) -> int:
+    """The number of channel groups, from exactly one of ``num_groups`` and ``group_size``.
+
+    Raises:
+      ValueError: both or neither given, a non-positive value, or one that
+        does not divide ``num_features``.
+    """
+    if (num_groups is None) == (group_size is None):
+        raise ValueError(
+            "Give exactly one of num_groups and group_size; got "
+            f"num_groups={num_groups!r}, group_size={group_size!r}."
+        )
+    if group_size is not None:
+        if group_size < 1 or num_features % group_size:
+            raise ValueError(
+                f"group_size={group_size} must be a positive divisor of the {num_features} "
+                "channels."
+            )
+        return num_features // group_size
+    assert num_groups is not None
+    if num_groups < 1 or num_features % num_groups:
+        raise ValueError(
+            f"num_groups={num_groups} must be a positive divisor of the {num_features} channels."
+        )
+    return num_groups
+
+
+def _check_count(shape: Sequence[int], layout: Layout, groups: int) -> None:
+    """Refuses statistics of a single value: one bin and one channel per group."""
+    bins = math.prod(
+        n // 2 + 1 if i == layout.spatial_axes[-1] else n
+        for i, n in enumerate(shape)
+        if i in layout.spatial_axes
+    )
+    if bins * (shape[layout.feature_axis] // groups) == 1:
+        raise ValueError(
+            f"Expected more than one value per statistic: an input of shape {tuple(shape)} has "
+            f"one frequency bin and one channel per group ({groups} groups) to normalize over."
+        )
+
+
+def spectral_group_norm(
+    x: jax.Array,
+    *,
+    num_groups: int | None = None,
+    group_size: int | None = None,
+    scale: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    axis: int = -1,
+    spatial_axes: Sequence[int] | None = None,
+    fft_norm: str = "backward",
+    epsilon: float = 1e-5,
+    dtype: Any = None,
+) -> jax.Array:
+    """Spectral Group Normalization of ``x`` (see the module docstring).
+
+    Args:
+      x: real floating input, e.g. ``(N, H, W, C)``; bfloat16 is fine, the
+        spectrum is computed in float32.
+      num_groups: the number of channel groups (1: layer norm), or None.
+      group_size: the channels per group (1: instance norm), or None.
+      scale: ``(C,)`` multiplier, or None for 1.
+      bias: ``(C,)`` real offset added to every bin, or None for 0.
+      axis: the feature axis.
+      spatial_axes: transformed axes (see :func:`sbn_jax.functional.resolve_layout`).
+      fft_norm: ``"backward"`` (the paper's), ``"ortho"`` or ``"forward"``,
+        for both transforms.
+      epsilon: added to the variance.
+      dtype: output dtype; default the input's.
+
+    Returns:
+      ``y`` with the shape of ``x``.
+    """
+    _checks.check_input(x)
+    _checks.check_fft_norm(fft_norm)
+    layout = resolve_layout(x.ndim, axis, spatial_axes)
+    channels = x.shape[layout.feature_axis]
+    groups = resolve_groups(channels, num_groups, group_size)
+    _check_count(x.shape, layout, groups)
+    norm = cast(FftNorm, fft_norm)
+    # (*batch, C, *spatial): the transforms take the last axes, and the groups split the C axis.
+    order = (*layout.batch_axes, layout.feature_axis, *layout.spatial_axes)
+    moved = jnp.transpose(x.astype(jnp.promote_types(x.dtype, jnp.float32)), order)
+    nb, ns = len(layout.batch_axes), len(layout.spatial_axes)
+    spatial = tuple(range(nb + 1, x.ndim))
+    spectrum = _spectrum.rfftn_last(moved, spatial, norm)
+    grouped = spectrum.reshape(*spectrum.shape[:nb], groups, -1, *spectrum.shape[nb + 1 :])
+    reduce = tuple(range(nb + 1, grouped.ndim))  # A group's channels and every bin.
+    mean = jnp.mean(grouped, axis=reduce, keepdims=True)
+    centered = grouped - mean
+    var = jnp.mean(jnp.real(centered) ** 2 + jnp.imag(centered) ** 2, axis=reduce, keepdims=True)
+    normalized = (centered * jax.lax.rsqrt(var + epsilon)).reshape(spectrum.shape)
+    real_dtype = normalized.real.dtype
+    per_channel = (channels, *([1] * ns))
+    if scale is not None:
+        normalized = normalized * scale.astype(real_dtype).reshape(per_channel)
+    if bias is not None:
+        normalized = normalized + bias.astype(real_dtype).reshape(per_channel)
+    sizes = tuple(moved.shape[nb + 1 :])
+    y = _spectrum.irfftn_last(normalized, spatial, sizes, norm)
+    inverse = tuple(order.index(i) for i in range(x.ndim))
+    return jnp.transpose(y, inverse).astype(x.dtype if dtype is None else dtype)
+
+
+def spectral_layer_norm(x: jax.Array, **kwargs: Any) -> jax.Array:
+    """:func:`spectral_group_norm` with one group: every channel and bin of an example."""
+    return spectral_group_norm(x, num_groups=1, **kwargs)
+
+
+def spectral_instance_norm(x: jax.Array, **kwargs: Any) -> jax.Array:
+    """:func:`spectral_group_norm` with one channel per group: every bin of a channel."""
+    return spectral_group_norm(x, group_size=1, **kwargs)
