@@ -81,8 +81,10 @@ def normalize_spectrum(
     divide_by: str = "std",
     constant_std: float = 1.0,
 ) -> jax.Array:
-    """``scale * (X - mean) / sqrt(var + epsilon) + bias``; ``bias`` lands on the real part.
+    """``scale * (X - mean) / sqrt(var + epsilon) + bias``; a real ``bias`` lands on the real part.
 
+    ``scale`` and ``bias`` may be complex (``complex_affine``): every bin is
+    then multiplied by the complex scale and shifted by the complex bias.
     ``use_mean=False`` drops ``- mean``. ``divide_by="constant"`` divides by
     ``constant_std`` (see :func:`sbn_jax.functional.white_spectrum_std`) instead
     of the statistics' standard deviation, ``"none"`` by nothing. Statistics
@@ -96,8 +98,9 @@ def normalize_spectrum(
     if use_mean:
         mean = broadcast(stats.mean_real) + 1j * broadcast(stats.mean_imag)
         spectrum = spectrum - mean.astype(spectrum.dtype)
+    complex_scale = scale is not None and jnp.iscomplexobj(scale)
     factor = jnp.ones((), real_dtype)
-    if scale is not None:
+    if scale is not None and not complex_scale:
         factor = broadcast_statistic(scale, layout, False).astype(real_dtype)
     if divide_by == "std" and stats.var_imag is not None:
         real = jnp.real(spectrum) * (factor * jax.lax.rsqrt(broadcast(stats.var) + epsilon))
@@ -109,9 +112,17 @@ def normalize_spectrum(
         elif divide_by == "constant":
             factor = factor / constant_std
         out = spectrum * factor
+    if scale is not None and complex_scale:
+        out = out * _per_channel(scale, layout, spectrum.dtype)
     if bias is not None:
-        out = out + broadcast_statistic(bias, layout, False).astype(real_dtype)
+        out = out + _per_channel(bias, layout, spectrum.dtype)
     return out
+
+
+def _per_channel(values: jax.Array, layout: Layout, complex_dtype: Any) -> jax.Array:
+    """A ``(C,)`` parameter broadcast over the spectrum, complex or real as given."""
+    dtype = complex_dtype if jnp.iscomplexobj(values) else jnp.finfo(complex_dtype).dtype
+    return broadcast_statistic(values, layout, False).astype(dtype)
 
 
 def _through(

@@ -10,8 +10,9 @@ averages, and they compute the same function in training and evaluation:
    frequency bins: a complex mean ``mu`` and a real, biased variance
    ``var = mean(|X - mu|**2)``; one group of all channels is the layer norm,
    one channel per group the instance norm,
-3. ``Y = scale * (X - mu) / sqrt(var + epsilon) + bias`` with a real scale and
-   bias per channel (the bias lands on the real part of every bin),
+3. ``Y = scale * (X - mu) / sqrt(var + epsilon) + bias`` with a scale and a
+   bias per channel: real (the bias lands on the real part of every bin), or
+   complex (``complex_affine`` in the modules; see :mod:`sbn_jax.linen`),
 4. ``y = irfftn(Y, s=spatial sizes, axes=spatial, norm=fft_norm)``.
 
 Layouts are those of :func:`sbn_jax.functional.spectral_batch_norm` (``axis``,
@@ -96,8 +97,9 @@ def spectral_group_norm(
         spectrum is computed in float32.
       num_groups: the number of channel groups (1: layer norm), or None.
       group_size: the channels per group (1: instance norm), or None.
-      scale: ``(C,)`` multiplier, or None for 1.
-      bias: ``(C,)`` real offset added to every bin, or None for 0.
+      scale: ``(C,)`` multiplier, or None for 1; complex for a complex affine map.
+      bias: ``(C,)`` offset added to every bin (a real one to the real parts),
+        or None for 0; complex for a complex affine map.
       axis: the feature axis.
       spatial_axes: transformed axes (see :func:`sbn_jax.functional.resolve_layout`).
       fft_norm: ``"backward"`` (the paper's), ``"ortho"`` or ``"forward"``,
@@ -127,12 +129,15 @@ def spectral_group_norm(
     centered = grouped - mean
     var = jnp.mean(jnp.real(centered) ** 2 + jnp.imag(centered) ** 2, axis=reduce, keepdims=True)
     normalized = (centered * jax.lax.rsqrt(var + epsilon)).reshape(spectrum.shape)
-    real_dtype = normalized.real.dtype
-    per_channel = (channels, *([1] * ns))
+
+    def per_channel(values: jax.Array) -> jax.Array:  # Complex values make a complex affine map.
+        dtype = normalized.dtype if jnp.iscomplexobj(values) else normalized.real.dtype
+        return values.astype(dtype).reshape(channels, *([1] * ns))
+
     if scale is not None:
-        normalized = normalized * scale.astype(real_dtype).reshape(per_channel)
+        normalized = normalized * per_channel(scale)
     if bias is not None:
-        normalized = normalized + bias.astype(real_dtype).reshape(per_channel)
+        normalized = normalized + per_channel(bias)
     sizes = tuple(moved.shape[nb + 1 :])
     y = _spectrum.irfftn_last(normalized, spatial, sizes, norm)
     inverse = tuple(order.index(i) for i in range(x.ndim))

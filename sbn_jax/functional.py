@@ -240,24 +240,30 @@ def resolve_impl(
     shape: Sequence[int],
     layout: Layout,
     separate_real_imag: bool = False,
+    complex_affine: bool = False,
 ) -> str:
     """The implementation (a key of :data:`IMPLEMENTATIONS`) that ``impl`` stands for.
 
-    ``"auto"`` picks the closed form for joint channel statistics, else the
-    matmul DFT on accelerators at sizes up to :data:`MATMUL_MAX_SIZE`, else the
-    FFT (see the module docstring).
+    ``"auto"`` picks the closed form for joint channel statistics with a real
+    affine map, else the matmul DFT on accelerators at sizes up to
+    :data:`MATMUL_MAX_SIZE`, else the FFT (see the module docstring).
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}.")
-    if impl == "closed_form" and (per_frequency or separate_real_imag):
-        what = "per_frequency=True" if per_frequency else "separate_real_imag=True"
+    beyond_closed_form = {
+        "per_frequency=True": per_frequency,
+        "separate_real_imag=True": separate_real_imag,
+        "a complex scale or bias": complex_affine,
+    }
+    reasons = [what for what, present in beyond_closed_form.items() if present]
+    if impl == "closed_form" and reasons:
         raise ValueError(
-            'impl="closed_form" exists for joint channel statistics only; '
-            f'{what} needs impl="fft", "matmul" or "auto".'
+            'impl="closed_form" exists for joint channel statistics only, with a real affine '
+            f'map; {reasons[0]} needs impl="fft", "matmul" or "auto".'
         )
     if impl != "auto":
         return impl
-    if not per_frequency and not separate_real_imag:
+    if not reasons:
         return "closed_form"
     return "matmul" if _use_matmul(shape, layout) else "fft"
 
@@ -287,8 +293,9 @@ def spectral_batch_norm(
     Args:
       x: real floating input, e.g. ``(N, H, W, C)``; bfloat16 is fine, the
         spectrum is computed in float32.
-      scale: ``(C,)`` multiplier, or None for 1.
-      bias: ``(C,)`` real offset added to every bin, or None for 0.
+      scale: ``(C,)`` multiplier, or None for 1; complex for a complex affine map.
+      bias: ``(C,)`` offset added to every bin (a real one to the real parts),
+        or None for 0; complex for a complex affine map.
       running: running statistics, needed when ``use_running_average``.
       use_running_average: normalize with ``running`` instead of batch statistics.
       axis: the feature axis.
@@ -323,8 +330,9 @@ def spectral_batch_norm(
     _checks.check_fft_norm(fft_norm)
     check_ablation(divide_by, separate_real_imag)
     layout = resolve_layout(x.ndim, axis, spatial_axes)
+    complex_affine = any(v is not None and jnp.iscomplexobj(v) for v in (scale, bias))
     implementation = IMPLEMENTATIONS[
-        resolve_impl(impl, per_frequency, x.shape, layout, separate_real_imag)
+        resolve_impl(impl, per_frequency, x.shape, layout, separate_real_imag, complex_affine)
     ]
     options = Options(
         per_frequency=per_frequency,

@@ -39,16 +39,32 @@ class _SpectralOptions(nn.Module):
     use_mean: bool = True
     divide_by: str = "std"
     separate_real_imag: bool = False
+    complex_affine: bool = False
 
 
 def _affine_params(module: Any, features: int) -> tuple[jax.Array | None, jax.Array | None]:
-    """A module's per-channel ``scale`` and ``bias`` params (None where it has none)."""
-    scale = bias = None
-    if module.use_scale:
-        scale = module.param("scale", module.scale_init, (features,), module.param_dtype)
-    if module.use_bias:
-        bias = module.param("bias", module.bias_init, (features,), module.param_dtype)
-    return scale, bias
+    """A module's per-channel ``scale`` and ``bias`` (None where it has none).
+
+    With ``complex_affine`` each is ``real + 1j * imag`` of two real params, the
+    imaginary ones (``scale_imag``, ``bias_imag``) starting at zero, so that a
+    new complex map starts as the real one.
+    """
+
+    def make(name: str, use: bool, init: Initializer) -> jax.Array | None:
+        if not use:
+            return None
+        value = module.param(name, init, (features,), module.param_dtype)
+        if module.complex_affine:
+            imag = module.param(
+                f"{name}_imag", jax.nn.initializers.zeros, (features,), module.param_dtype
+            )
+            value = jax.lax.complex(value, imag)
+        return value
+
+    return (
+        make("scale", module.use_scale, module.scale_init),
+        make("bias", module.use_bias, module.bias_init),
+    )
 
 
 class SpectralBatchNorm(_SpectralOptions):
@@ -101,6 +117,13 @@ class SpectralBatchNorm(_SpectralOptions):
         :func:`sbn_jax.functional.spectral_batch_norm`.
       separate_real_imag: normalize real and imaginary parts with separate
         variances; adds ``var_imag`` to ``batch_stats``.
+      complex_affine: a complex per-channel scale and bias, stored as the real
+        params ``scale``, ``bias`` and ``scale_imag``, ``bias_imag`` (these
+        start at 0). It can rotate the phase of every bin of a channel: a mix
+        of the feature map and its Hilbert transform along the last spatial
+        axis, which no real affine map gives. The inverse real transform drops
+        the imaginary parts of the self-conjugate bins (last-axis bin 0, and
+        ``n/2`` for even sizes). Uses the transform (``impl`` "fft"/"matmul").
     """
 
     @nn.compact
@@ -216,6 +239,8 @@ class _SpectralPerExampleNorm(nn.Module):
       use_scale: learn a per-channel scale.
       bias_init: initializer of ``bias``.
       scale_init: initializer of ``scale``.
+      complex_affine: a complex per-channel scale and bias, as in
+        :class:`SpectralBatchNorm`.
     """
 
     axis: int = -1
@@ -228,6 +253,7 @@ class _SpectralPerExampleNorm(nn.Module):
     use_scale: bool = True
     bias_init: Initializer = jax.nn.initializers.zeros
     scale_init: Initializer = jax.nn.initializers.ones
+    complex_affine: bool = False
 
     def groups(self) -> tuple[int | None, int | None]:
         """``(num_groups, group_size)``, one of them None."""

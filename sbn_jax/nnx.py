@@ -65,6 +65,26 @@ def _param(use: bool, init: Initializer, features: int, dtype: Dtype, rngs: nnx.
     return nnx.Param(init(rngs.params(), (features,), dtype)) if use else nnx.data(None)
 
 
+def _affine(module: Any) -> tuple[jax.Array | None, jax.Array | None]:
+    """``(scale, bias)`` of a module, each ``real + 1j * imag`` with ``complex_affine``."""
+
+    def value(real: Any, imag: Any) -> jax.Array | None:
+        if real is None:
+            return None
+        return real[...] if imag is None else jax.lax.complex(real[...], imag[...])
+
+    return value(module.scale, module.scale_imag), value(module.bias, module.bias_imag)
+
+
+def _imag_params(
+    module: Any, complex_affine: bool, features: int, dtype: Dtype, rngs: nnx.Rngs
+) -> None:
+    """``scale_imag``, ``bias_imag`` (zeros) beside existing real params, or empty slots."""
+    for name in ("scale", "bias"):
+        use = complex_affine and getattr(module, name) is not None
+        setattr(module, f"{name}_imag", _param(use, _ZEROS, features, dtype, rngs))
+
+
 class SpectralBatchNorm(nnx.Module):
     """Spectral Batch Normalization for Flax NNX.
 
@@ -81,7 +101,7 @@ class SpectralBatchNorm(nnx.Module):
         and explicit ``spatial_axes``.
       fft_norm, momentum, running_variance, epsilon, dtype, param_dtype,
       use_bias, use_scale, bias_init, scale_init, axis_name, axis_index_groups,
-      impl, use_mean, divide_by, separate_real_imag: as in
+      impl, use_mean, divide_by, separate_real_imag, complex_affine: as in
         :class:`sbn_jax.linen.SpectralBatchNorm`.
       rngs: random keys for the parameter initializers.
 
@@ -116,6 +136,7 @@ class SpectralBatchNorm(nnx.Module):
         use_mean: bool = True,
         divide_by: str = "std",
         separate_real_imag: bool = False,
+        complex_affine: bool = False,
         rngs: nnx.Rngs,
     ):
         functional.check_ablation(divide_by, separate_real_imag)
@@ -129,6 +150,8 @@ class SpectralBatchNorm(nnx.Module):
         self.var_imag = nnx.BatchStat(initial.var_imag) if separate_real_imag else nnx.data(None)
         self.scale = _param(use_scale, scale_init, num_features, param_dtype, rngs)
         self.bias = _param(use_bias, bias_init, num_features, param_dtype, rngs)
+        _imag_params(self, complex_affine, num_features, param_dtype, rngs)
+        self.complex_affine = complex_affine
         self.num_features = num_features
         self.use_running_average = use_running_average
         self.axis = axis
@@ -156,11 +179,12 @@ class SpectralBatchNorm(nnx.Module):
             self.var[...],
             None if self.var_imag is None else self.var_imag[...],
         )
+        scale, bias = _affine(self)
         y, updated = functional.apply_with_running_statistics(
             x,
             running,
-            scale=None if self.scale is None else self.scale[...],
-            bias=None if self.bias is None else self.bias[...],
+            scale=scale,
+            bias=bias,
             use_running_average=use_running_average,
             update=True,
             momentum=self.momentum,
@@ -257,7 +281,7 @@ class SpectralGroupNorm(nnx.Module):
         or None with ``group_size``.
       group_size: the channels per group, or None.
       axis, spatial_axes, fft_norm, epsilon, dtype, param_dtype, use_bias,
-      use_scale, bias_init, scale_init: as in
+      use_scale, bias_init, scale_init, complex_affine: as in
         :class:`sbn_jax.linen.SpectralGroupNorm`.
       rngs: random keys for the parameter initializers.
 
@@ -281,11 +305,14 @@ class SpectralGroupNorm(nnx.Module):
         use_scale: bool = True,
         bias_init: Initializer = _ZEROS,
         scale_init: Initializer = _ONES,
+        complex_affine: bool = False,
         rngs: nnx.Rngs,
     ):
         family.resolve_groups(num_features, num_groups, group_size)
         self.scale = _param(use_scale, scale_init, num_features, param_dtype, rngs)
         self.bias = _param(use_bias, bias_init, num_features, param_dtype, rngs)
+        _imag_params(self, complex_affine, num_features, param_dtype, rngs)
+        self.complex_affine = complex_affine
         self.num_features = num_features
         self.num_groups, self.group_size = num_groups, group_size
         self.axis = axis
@@ -296,12 +323,13 @@ class SpectralGroupNorm(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Normalizes each example's spectrum with its own statistics; same shape out."""
+        scale, bias = _affine(self)
         return family.spectral_group_norm(
             x,
             num_groups=self.num_groups,
             group_size=self.group_size,
-            scale=None if self.scale is None else self.scale[...],
-            bias=None if self.bias is None else self.bias[...],
+            scale=scale,
+            bias=bias,
             axis=self.axis,
             spatial_axes=self.spatial_axes,
             fft_norm=self.fft_norm,

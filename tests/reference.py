@@ -8,6 +8,11 @@ are spelled out again here with numpy.fft.
 import numpy as np
 
 
+def _as_float64(values):
+    """float64, or complex128 for a complex affine map."""
+    return np.asarray(values, np.complex128 if np.iscomplexobj(values) else np.float64)
+
+
 def reference_layout(ndim, axis=-1, spatial_axes=None):
     feature = axis % ndim
     if spatial_axes is None:
@@ -81,9 +86,9 @@ def reference_sbn(
     channel_shape = [1] * x.ndim
     channel_shape[feature] = -1
     if scale is not None:
-        out = out * np.reshape(np.asarray(scale, np.float64), channel_shape)
+        out = out * np.reshape(_as_float64(scale), channel_shape)
     if bias is not None:
-        out = out + np.reshape(np.asarray(bias, np.float64), channel_shape)
+        out = out + np.reshape(_as_float64(bias), channel_shape)
     sizes = [x.shape[i] for i in spatial]
     y = np.fft.irfftn(out, s=sizes, axes=spatial, norm=fft_norm)
     return y, stats
@@ -112,8 +117,8 @@ def reference_group_norm(
     var = (np.abs(grouped - mean) ** 2).mean(axis=reduce, keepdims=True)
     out = ((grouped - mean) / np.sqrt(var + epsilon)).reshape(spectrum.shape)
     if scale is not None:
-        out = out * np.asarray(scale, np.float64)
+        out = out * _as_float64(scale)
     if bias is not None:
-        out = out + np.asarray(bias, np.float64)
+        out = out + _as_float64(bias)
     out = np.moveaxis(out, -1, feature)
     return np.fft.irfftn(out, s=[x.shape[i] for i in spatial], axes=spatial, norm=fft_norm)

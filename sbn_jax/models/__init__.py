@@ -181,6 +181,7 @@ def create_model(
         "use_mean",
         "divide_by",
         "separate_real_imag",
+        "complex_affine",
     }
     unknown = sorted(set(sbn_options) - allowed)
     if unknown:
