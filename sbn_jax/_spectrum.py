@@ -113,13 +113,13 @@ def normalize_spectrum(
             factor = factor / constant_std
         out = spectrum * factor
     if scale is not None and complex_scale:
-        out = out * _per_channel(scale, layout, spectrum.dtype)
+        out = out * per_channel(scale, layout, spectrum.dtype)
     if bias is not None:
-        out = out + _per_channel(bias, layout, spectrum.dtype)
+        out = out + per_channel(bias, layout, spectrum.dtype)
     return out
 
 
-def _per_channel(values: jax.Array, layout: Layout, complex_dtype: Any) -> jax.Array:
+def per_channel(values: jax.Array, layout: Layout, complex_dtype: Any) -> jax.Array:
     """A ``(C,)`` parameter broadcast over the spectrum, complex or real as given."""
     dtype = complex_dtype if jnp.iscomplexobj(values) else jnp.finfo(complex_dtype).dtype
     return broadcast_statistic(values, layout, False).astype(dtype)
@@ -202,11 +202,12 @@ def fft(
         jnp.transpose(x, order), running, scale, bias, moved, options, rfftn_last, irfftn_last
     )
     if options.per_frequency:
-        stats = _transpose_all(stats, _inverse(stats_to_moved))
-    return jnp.transpose(y, _inverse(order)), stats
+        stats = _transpose_all(stats, inverse_permutation(stats_to_moved))
+    return jnp.transpose(y, inverse_permutation(order)), stats
 
 
-def _inverse(permutation: Sequence[int]) -> tuple[int, ...]:
+def inverse_permutation(permutation: Sequence[int]) -> tuple[int, ...]:
+    """The permutation that undoes ``permutation`` (for ``jnp.transpose``)."""
     return tuple(list(permutation).index(i) for i in range(len(permutation)))
 
 

@@ -31,9 +31,19 @@ import jax
 import jax.numpy as jnp
 
 from sbn_jax import _checks, _spectrum
-from sbn_jax._layout import FftNorm, Layout, resolve_layout
+from sbn_jax._layout import FftNorm, Layout, resolve_layout, spectrum_shape
+from sbn_jax.functional import compute_dtype
 
-__all__ = ["resolve_groups", "spectral_group_norm", "spectral_instance_norm", "spectral_layer_norm"]
+# The keyword arguments of spectral_group_norm that the Flax modules hold as attributes.
+MODULE_OPTIONS = ("axis", "spatial_axes", "fft_norm", "epsilon", "dtype")
+
+__all__ = [
+    "MODULE_OPTIONS",
+    "resolve_groups",
+    "spectral_group_norm",
+    "spectral_instance_norm",
+    "spectral_layer_norm",
+]
 
 
 def resolve_groups(num_features: int, num_groups: int | None, group_size: int | None) -> int:
@@ -65,11 +75,7 @@ def resolve_groups(num_features: int, num_groups: int | None, group_size: int | 
 
 def _check_count(shape: Sequence[int], layout: Layout, groups: int) -> None:
     """Refuses statistics of a single value: one bin and one channel per group."""
-    bins = math.prod(
-        n // 2 + 1 if i == layout.spatial_axes[-1] else n
-        for i, n in enumerate(shape)
-        if i in layout.spatial_axes
-    )
+    bins = math.prod(spectrum_shape(shape, layout)[i] for i in layout.spatial_axes)
     if bins * (shape[layout.feature_axis] // groups) == 1:
         raise ValueError(
             f"Expected more than one value per statistic: an input of shape {tuple(shape)} has "
@@ -119,9 +125,10 @@ def spectral_group_norm(
     norm = cast(FftNorm, fft_norm)
     # (*batch, C, *spatial): the transforms take the last axes, and the groups split the C axis.
     order = (*layout.batch_axes, layout.feature_axis, *layout.spatial_axes)
-    moved = jnp.transpose(x.astype(jnp.promote_types(x.dtype, jnp.float32)), order)
-    nb, ns = len(layout.batch_axes), len(layout.spatial_axes)
+    moved = jnp.transpose(x.astype(compute_dtype(x.dtype)), order)
+    nb = len(layout.batch_axes)
     spatial = tuple(range(nb + 1, x.ndim))
+    moved_layout = Layout(x.ndim, nb, spatial, tuple(range(nb)))
     spectrum = _spectrum.rfftn_last(moved, spatial, norm)
     grouped = spectrum.reshape(*spectrum.shape[:nb], groups, -1, *spectrum.shape[nb + 1 :])
     reduce = tuple(range(nb + 1, grouped.ndim))  # A group's channels and every bin.
@@ -129,19 +136,16 @@ def spectral_group_norm(
     centered = grouped - mean
     var = jnp.mean(jnp.real(centered) ** 2 + jnp.imag(centered) ** 2, axis=reduce, keepdims=True)
     normalized = (centered * jax.lax.rsqrt(var + epsilon)).reshape(spectrum.shape)
-
-    def per_channel(values: jax.Array) -> jax.Array:  # Complex values make a complex affine map.
-        dtype = normalized.dtype if jnp.iscomplexobj(values) else normalized.real.dtype
-        return values.astype(dtype).reshape(channels, *([1] * ns))
-
+    # Complex scale and bias make a complex affine map.
     if scale is not None:
-        normalized = normalized * per_channel(scale)
+        normalized = normalized * _spectrum.per_channel(scale, moved_layout, normalized.dtype)
     if bias is not None:
-        normalized = normalized + per_channel(bias)
+        normalized = normalized + _spectrum.per_channel(bias, moved_layout, normalized.dtype)
     sizes = tuple(moved.shape[nb + 1 :])
     y = _spectrum.irfftn_last(normalized, spatial, sizes, norm)
-    inverse = tuple(order.index(i) for i in range(x.ndim))
-    return jnp.transpose(y, inverse).astype(x.dtype if dtype is None else dtype)
+    return jnp.transpose(y, _spectrum.inverse_permutation(order)).astype(
+        x.dtype if dtype is None else dtype
+    )
 
 
 def spectral_layer_norm(x: jax.Array, **kwargs: Any) -> jax.Array:

@@ -330,11 +330,7 @@ class SpectralGroupNorm(nnx.Module):
             group_size=self.group_size,
             scale=scale,
             bias=bias,
-            axis=self.axis,
-            spatial_axes=self.spatial_axes,
-            fft_norm=self.fft_norm,
-            epsilon=self.epsilon,
-            dtype=self.dtype,
+            **{name: getattr(self, name) for name in family.MODULE_OPTIONS},
         )
 
 
