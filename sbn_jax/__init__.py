@@ -1,12 +1,29 @@
 """sbn_jax: Spectral Batch Normalization for JAX and Flax.
 
 ``SpectralBatchNorm`` and ``SpatialSpectralBatchNorm`` are the flax.linen
-modules; ``sbn_jax.nnx`` holds their Flax NNX twins and ``sbn_jax.functional``
-the pure functions both are built on.
+modules, ``SpectralGroupNorm``, ``SpectralLayerNorm`` and
+``SpectralInstanceNorm`` the per-example spectral norms beyond the paper;
+``sbn_jax.nnx`` holds their Flax NNX twins, and ``sbn_jax.functional`` and
+``sbn_jax.family`` the pure functions they are built on.
 """
 
-from sbn_jax import functional, nnx
-from sbn_jax.linen import SpatialSpectralBatchNorm, SpectralBatchNorm
+from sbn_jax import family, functional, nnx
+from sbn_jax.linen import (
+    SpatialSpectralBatchNorm,
+    SpectralBatchNorm,
+    SpectralGroupNorm,
+    SpectralInstanceNorm,
+    SpectralLayerNorm,
+)
 
-__all__ = ["SpatialSpectralBatchNorm", "SpectralBatchNorm", "functional", "nnx"]
+__all__ = [
+    "SpatialSpectralBatchNorm",
+    "SpectralBatchNorm",
+    "SpectralGroupNorm",
+    "SpectralInstanceNorm",
+    "SpectralLayerNorm",
+    "family",
+    "functional",
+    "nnx",
+]
 __version__ = "0.1.0"

@@ -108,8 +108,8 @@ def _pad_first_row(row: jax.Array, shape: tuple[int, ...], layout: Layout) -> ja
     return jax.lax.pad(row, jnp.zeros((), row.dtype), config)
 
 
-def _unpaired_energy(x: jax.Array, layout: Layout) -> jax.Array:
-    """Per channel ``sum(r**2) + [W even] sum(r_alt**2)`` over batch and rows, one pass over x.
+def _unpaired_energy(x: jax.Array, layout: Layout, others: tuple[int, ...]) -> jax.Array:
+    """``sum(r**2) + [W even] sum(r_alt**2)`` over the rows and the axes ``others``, one pass.
 
     For even ``W`` a single reduction gives the sums ``e`` and ``o`` over the even
     and odd positions of each row; ``r = e + o``, ``r_alt = e - o`` and
@@ -123,12 +123,13 @@ def _unpaired_energy(x: jax.Array, layout: Layout) -> jax.Array:
     else:
         pairs = x.reshape(*x.shape[:last], width // 2, 2, *x.shape[last + 1 :])
         sums, factor = jnp.sum(pairs, axis=last), 2
-    others = tuple(i for i in range(x.ndim) if i != layout.feature_axis)
     return factor * jnp.sum(sums * sums, axis=others)
 
 
-def moments(x: jax.Array, layout: Layout, fft_norm: str) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Per-channel spectral moments of a real input, computed in space.
+def moments(
+    x: jax.Array, layout: Layout, fft_norm: str, kept: tuple[int, ...] | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Spectral moments of a real input, per channel (or per ``kept`` index), computed in space.
 
     Three passes over ``x`` at most (``sum(x**2)``, the row sums, the first
     row), each a reduction XLA runs at memory speed, and autodiff's transpose of
@@ -138,17 +139,22 @@ def moments(x: jax.Array, layout: Layout, fft_norm: str) -> tuple[jax.Array, jax
       x: real input (float32/float64), any layout.
       layout: its :class:`sbn_jax.functional.Layout`.
       fft_norm: the transform's norm.
+      kept: the axes not averaged over, in increasing order: the feature axis
+        (the default, SBN's channel statistics), or the feature and batch axes
+        (per-example statistics, as :mod:`sbn_jax.family`).
 
     Returns:
-      ``(mean_real, mean_imag, mean_square)``, each ``(C,)``: the mean of
-      ``X = rfftn(x)`` over batch axes and bins, and the mean of ``|X|**2``.
+      ``(mean_real, mean_imag, mean_square)``, each of shape ``x.shape[kept]``:
+      the mean of ``X = rfftn(x)`` over the bins and the other batch axes, and
+      the mean of ``|X|**2``.
     """
     ndim, last = layout.ndim, layout.spatial_axes[-1]
+    kept = (layout.feature_axis,) if kept is None else kept
     sizes = tuple(x.shape[i] for i in layout.spatial_axes)
     width, pixels = sizes[-1], math.prod(sizes)
     rows, bins = pixels // width, pixels // width * (width // 2 + 1)
-    others = tuple(i for i in range(ndim) if i != layout.feature_axis)
-    count = math.prod(x.shape[i] for i in layout.batch_axes)
+    others = tuple(i for i in range(ndim) if i not in kept)
+    count = math.prod(x.shape[i] for i in layout.batch_axes if i not in kept)
     dtype = x.dtype
 
     w_real, w_imag = _mean_weights(width, rows, fft_norm)
@@ -158,7 +164,7 @@ def moments(x: jax.Array, layout: Layout, fft_norm: str) -> tuple[jax.Array, jax
 
     energy = pixels * jnp.sum(x * x, axis=others)
     c2 = FORWARD_SCALE[fft_norm](pixels) ** 2
-    mean_square = c2 / (2 * bins) * (energy + rows * _unpaired_energy(x, layout))
+    mean_square = c2 / (2 * bins) * (energy + rows * _unpaired_energy(x, layout, others))
     return mean_real / count, mean_imag / count, mean_square / count
 
 
@@ -174,6 +180,7 @@ def apply(
     bias: jax.Array | None,
     layout: Layout,
     options: Options,
+    kept: tuple[int, ...] | None = None,
 ) -> jax.Array:
     """SBN output with channel statistics: ``a * x + Re(b) P_r + Im(b) P_i``.
 
@@ -187,35 +194,40 @@ def apply(
 
     Args:
       x: real input in the compute dtype.
-      stats: :class:`Statistics` of shape ``(C,)``.
+      stats: :class:`Statistics` of shape ``x.shape[kept]``.
       scale: ``(C,)`` or None; bias: ``(C,)`` or None.
       layout: the input's layout.
       options: the transforms' norm, epsilon and the ablations
         (``use_mean``, ``divide_by``); ``a`` is ``scale / constant_std`` or
         ``scale`` without the division by the standard deviation, and ``mu``
         is 0 without the mean.
+      kept: the axes the statistics have, as in :func:`moments`; default the
+        feature axis.
 
     Returns:
       Array with the shape and dtype of ``x``.
     """
     ndim, feature, last, dtype = layout.ndim, layout.feature_axis, layout.spatial_axes[-1], x.dtype
+    kept = (feature,) if kept is None else kept
     sizes = layout.spatial_sizes(x.shape)
     if options.divide_by == "std":
         factor = jax.lax.rsqrt(stats.var.astype(dtype) + options.epsilon)
     else:
         constant = options.constant_std(math.prod(sizes)) if options.divide_by == "constant" else 1
         factor = jnp.full(stats.var.shape, 1.0 / constant, dtype)
+    channels = kept.index(feature)  # Where the channels are among the statistics' axes.
     if scale is not None:
-        factor = factor * scale.astype(dtype)
+        factor = factor * along(scale.astype(dtype), channels, len(kept))
     zero = jnp.zeros_like(factor)
     offset_real = -factor * stats.mean_real.astype(dtype) if options.use_mean else zero
     if bias is not None:
-        offset_real = offset_real + bias.astype(dtype)
+        offset_real = offset_real + along(bias.astype(dtype), channels, len(kept))
     offset_imag = -factor * stats.mean_imag.astype(dtype) if options.use_mean else zero
 
     patterns = _first_row_patterns(sizes, options.fft_norm)
     p_real, p_imag = (jnp.asarray(along(p, last, ndim), dtype) for p in patterns)
     row_shape = tuple(1 if i in layout.spatial_axes[:-1] else n for i, n in enumerate(x.shape))
-    correction = jax.lax.broadcast_in_dim(offset_real, row_shape, (feature,)) * p_real
-    correction = correction + jax.lax.broadcast_in_dim(offset_imag, row_shape, (feature,)) * p_imag
-    return along(factor, feature, ndim) * x + _pad_first_row(correction, x.shape, layout)
+    correction = jax.lax.broadcast_in_dim(offset_real, row_shape, kept) * p_real
+    correction = correction + jax.lax.broadcast_in_dim(offset_imag, row_shape, kept) * p_imag
+    scaled = jax.lax.broadcast_in_dim(factor, x.shape, kept) * x
+    return scaled + _pad_first_row(correction, x.shape, layout)

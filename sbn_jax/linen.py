@@ -241,6 +241,8 @@ class _SpectralPerExampleNorm(nn.Module):
       scale_init: initializer of ``scale``.
       complex_affine: a complex per-channel scale and bias, as in
         :class:`SpectralBatchNorm`.
+      impl: "auto" (the closed form with a real affine map, else the
+        transforms), "closed_form" or "fft"; see :mod:`sbn_jax.family`.
     """
 
     axis: int = -1
@@ -254,6 +256,7 @@ class _SpectralPerExampleNorm(nn.Module):
     bias_init: Initializer = jax.nn.initializers.zeros
     scale_init: Initializer = jax.nn.initializers.ones
     complex_affine: bool = False
+    impl: str = "auto"
 
     def groups(self) -> tuple[int | None, int | None]:
         """``(num_groups, group_size)``, one of them None."""

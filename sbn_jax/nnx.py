@@ -281,7 +281,7 @@ class SpectralGroupNorm(nnx.Module):
         or None with ``group_size``.
       group_size: the channels per group, or None.
       axis, spatial_axes, fft_norm, epsilon, dtype, param_dtype, use_bias,
-      use_scale, bias_init, scale_init, complex_affine: as in
+      use_scale, bias_init, scale_init, complex_affine, impl: as in
         :class:`sbn_jax.linen.SpectralGroupNorm`.
       rngs: random keys for the parameter initializers.
 
@@ -306,6 +306,7 @@ class SpectralGroupNorm(nnx.Module):
         bias_init: Initializer = _ZEROS,
         scale_init: Initializer = _ONES,
         complex_affine: bool = False,
+        impl: str = "auto",
         rngs: nnx.Rngs,
     ):
         family.resolve_groups(num_features, num_groups, group_size)
@@ -320,6 +321,7 @@ class SpectralGroupNorm(nnx.Module):
         self.fft_norm = fft_norm
         self.epsilon = epsilon
         self.dtype = dtype
+        self.impl = impl
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Normalizes each example's spectrum with its own statistics; same shape out."""

@@ -31,10 +31,11 @@ def _case(shape, axis, seed=0):
     return x, rng.normal(size=channels), rng.normal(size=channels)
 
 
+@pytest.mark.parametrize("impl", ["closed_form", "fft"])
 @pytest.mark.parametrize("kind", list(GROUPS))
 @pytest.mark.parametrize("fft_norm", ["backward", "ortho", "forward"])
 @pytest.mark.parametrize("shape, axis, spatial_axes", LAYOUTS)
-def test_group_norm_matches_reference(shape, axis, spatial_axes, fft_norm, kind):
+def test_group_norm_matches_reference(shape, axis, spatial_axes, fft_norm, kind, impl):
     x, scale, bias = _case(shape, axis)
     num_groups, group_size = GROUPS[kind]
     y = family.spectral_group_norm(
@@ -46,6 +47,7 @@ def test_group_norm_matches_reference(shape, axis, spatial_axes, fft_norm, kind)
         axis=axis,
         spatial_axes=spatial_axes,
         fft_norm=fft_norm,
+        impl=impl,
     )
     groups = 4 // (group_size or 4 // num_groups)
     expected = reference_group_norm(
@@ -53,6 +55,62 @@ def test_group_norm_matches_reference(shape, axis, spatial_axes, fft_norm, kind)
     )
     assert y.shape == x.shape and y.dtype == jnp.float32
     np.testing.assert_allclose(y, expected, atol=2e-5 * max(1.0, np.abs(expected).max()))
+
+
+# Widths 1 (one bin a row), odd and even (the unpaired columns of the closed form), 1-D and 3-D.
+EXACTNESS_LAYOUTS = [*LAYOUTS, ((2, 1, 7, 4), -1, None), ((2, 5, 1, 4), -1, None)]
+
+
+@pytest.mark.parametrize("kind", list(GROUPS))
+@pytest.mark.parametrize("fft_norm", ["backward", "ortho", "forward"])
+@pytest.mark.parametrize("shape, axis, spatial_axes", EXACTNESS_LAYOUTS)
+def test_closed_form_equals_the_transform_path_in_float64(
+    shape, axis, spatial_axes, fft_norm, kind
+):
+    """Outputs and gradients (input, scale, bias) agree to float64 rounding: the closed form is
+    the same function, not an approximation of it."""
+    num_groups, group_size = GROUPS[kind]
+    with jax.enable_x64(True):
+        x, scale, bias = (jnp.asarray(v, jnp.float64) for v in _case(shape, axis, seed=3))
+        cotangent = jnp.asarray(np.random.default_rng(4).normal(size=shape))
+
+        def loss(impl, x, scale, bias):
+            y = family.spectral_group_norm(
+                x,
+                num_groups=num_groups,
+                group_size=group_size,
+                scale=scale,
+                bias=bias,
+                axis=axis,
+                spatial_axes=spatial_axes,
+                fft_norm=fft_norm,
+                impl=impl,
+            )
+            return jnp.sum(y * cotangent), y
+
+        grad = jax.grad(loss, argnums=(1, 2, 3), has_aux=True)
+        (*closed, y_closed), (*transform, y_transform) = (
+            (*g, y) for g, y in (grad("closed_form", x, scale, bias), grad("fft", x, scale, bias))
+        )
+        for a, b in [(y_closed, y_transform), *zip(closed[0], transform[0], strict=True)]:
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * max(1.0, float(jnp.abs(b).max())))
+
+
+def test_auto_takes_the_closed_form_for_a_real_map_and_the_transform_for_a_complex_one():
+    x = jnp.asarray(_case((2, 6, 5, 4), -1)[0], jnp.float32)
+    real, cplx = jnp.ones(4), jnp.ones(4, jnp.complex64) * (1 + 0.5j)
+
+    def transforms(**kwargs):  # The fft primitive, also inside nested jaxprs, has an fft_type.
+        return "fft_type=" in str(
+            jax.make_jaxpr(lambda x: family.spectral_layer_norm(x, **kwargs))(x)
+        )
+
+    assert not transforms(scale=real) and not transforms(scale=real, impl="closed_form")
+    assert transforms(scale=cplx) and transforms(scale=real, impl="fft")
+    with pytest.raises(ValueError, match='impl="closed_form" needs a real scale and bias'):
+        family.spectral_layer_norm(x, bias=cplx, impl="closed_form")
+    with pytest.raises(ValueError, match="impl must be one of"):
+        family.spectral_layer_norm(x, impl="matmul")
 
 
 def test_layer_and_instance_norm_are_group_norm_with_one_group_and_one_channel():
@@ -113,6 +171,7 @@ def test_bad_inputs_are_refused_as_by_sbn():
         (linen.SpectralGroupNorm, sbn_nnx.SpectralGroupNorm, {"num_groups": 2}),
         (linen.SpectralGroupNorm, sbn_nnx.SpectralGroupNorm, {"num_groups": None, "group_size": 2}),
         (linen.SpectralInstanceNorm, sbn_nnx.SpectralInstanceNorm, {"fft_norm": "ortho"}),
+        (linen.SpectralLayerNorm, sbn_nnx.SpectralLayerNorm, {"impl": "fft"}),
     ],
 )
 def test_linen_and_nnx_modules_equal_the_function_and_each_other(linen_cls, nnx_cls, options):
@@ -136,8 +195,12 @@ def test_linen_and_nnx_modules_equal_the_function_and_each_other(linen_cls, nnx_
         scale=params["scale"],
         bias=params["bias"],
         fft_norm=options.get("fft_norm", "backward"),
+        impl=options.get("impl", "auto"),
     )
     np.testing.assert_allclose(y, expected, atol=1e-6)
     model = nnx_cls(4, rngs=nnx.Rngs(0), **options)
     model.scale[...], model.bias[...] = params["scale"], params["bias"]
     np.testing.assert_allclose(model(x), y, atol=1e-6)
+    # Both pass impl on: only impl="fft" transforms.
+    for call in (lambda x: module.apply({"params": params}, x), model):
+        assert ("fft_type=" in str(jax.make_jaxpr(call)(x))) == (options.get("impl") == "fft")

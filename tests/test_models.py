@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbn_jax import models
+from sbn_jax import family, models
 
 
 def _abstract_variables(model, size):
@@ -83,9 +83,11 @@ def test_base_width_is_refused_where_it_means_nothing():
 
 
 def _norm_layers(variables):
-    """Names of the norm submodules, from the statistics they keep."""
+    """Names of the norm submodules: those with statistics, and the group norms (with none)."""
     flat = flax.traverse_util.flatten_dict(variables.get("batch_stats", {}))
-    return {"/".join(path[:-1]) for path in flat if path[-1] in ("var", "mean")}
+    layers = {"/".join(path[:-1]) for path in flat if path[-1] in ("var", "mean")}
+    params = flax.traverse_util.flatten_dict(variables["params"])
+    return layers | {"/".join(path[:-1]) for path in params if path[-2].endswith("GroupNorm")}
 
 
 LAYER_SUFFIXES = {
@@ -97,24 +99,60 @@ LAYER_SUFFIXES = {
         "/SpatialSpectralBatchNorm/SpectralBatchNorm_0",
     ),
     "2bn": ("/BatchNorm", "/SecondBatchNorm"),
+    "gn": ("/GroupNorm",),
+    "sgn": ("/SpectralGroupNorm",),
+    "gn+sgn": ("/GroupNorm", "/SpectralGroupNorm"),
 }
 
 
 @pytest.mark.parametrize("norm", models.NORMS)
 def test_norm_switch_builds_the_named_layers(norm):
-    model = models.create_model("cifar_resnet20", num_classes=10, norm=norm)
+    # ResNet-20's 16 channels take no 32 groups (nn.GroupNorm's default).
+    options = {"num_groups": 8} if norm in models.GROUP_KINDS else {}
+    model = models.create_model("cifar_resnet20", num_classes=10, norm=norm, sbn_options=options)
     variables = _abstract_variables(model, 8)
     layers = _norm_layers(variables)
     # ResNet-20: the stem and 9 blocks x 2 convolutions, 19 norms, each of the named kind(s).
     for suffix in LAYER_SUFFIXES[norm]:
         assert len([layer for layer in layers if layer.endswith(suffix)]) == 19
     assert len(layers) == 19 * len(LAYER_SUFFIXES[norm])
-    if norm == "none":
+    if norm in ("none", *models.GROUP_KINDS):
         assert "batch_stats" not in variables
+    if norm == "none":
         # Without norms the convolutions carry biases.
         assert "bias" in variables["params"]["stem"]
     else:
         assert "bias" not in variables["params"]["stem"]
+
+
+def test_group_kinds_take_the_group_options_and_use_groupnorm_outside_their_modules(monkeypatch):
+    calls = []
+    spectral_group_norm = family.spectral_group_norm
+
+    def recording(x, **kwargs):
+        calls.append(kwargs)
+        return spectral_group_norm(x, **kwargs)
+
+    monkeypatch.setattr(family, "spectral_group_norm", recording)
+    options = {"num_groups": 4, "impl": "fft", "fft_norm": "ortho"}
+    model = models.create_model(
+        "cifar_resnet20", num_classes=10, norm="gn+sgn", modules=(3,), sbn_options=options
+    )
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 3)), jnp.float32)
+    layers = _norm_layers(model.init(jax.random.key(0), x, train=False))
+    # Module 3 = blocks 6-8 (identity shortcuts), 6 norms, each GroupNorm then SGN; the stem and
+    # modules 1-2 (13 norms) GroupNorm alone.
+    spectral = {layer for layer in layers if layer.endswith("/SpectralGroupNorm")}
+    assert len(spectral) == 6
+    assert all(
+        layer.startswith(("BasicBlock_6/", "BasicBlock_7/", "BasicBlock_8/")) for layer in spectral
+    )
+    assert len([layer for layer in layers if layer.endswith("/GroupNorm")]) == 19
+    assert len(calls) == 6
+    assert all(
+        (c["num_groups"], c["group_size"], c["impl"], c["fft_norm"]) == (4, None, "fft", "ortho")
+        for c in calls
+    )
 
 
 def test_modules_restrict_sbn_and_use_batchnorm_elsewhere():
@@ -257,7 +295,9 @@ def test_per_frequency_options_pass_through():
         ({"name": "resnet51"}, "model must be one of"),
         ({"norm": "layernorm"}, "norm must be one of"),
         ({"num_classes": 0}, "num_classes must be a positive integer"),
-        ({"sbn_options": {"momentum": 0.5}}, "unknown keys"),
+        ({"sbn_options": {"momentum": 0.5}}, r"kind 'bn' may set .*; got \['momentum'\]"),
+        ({"norm": "sbn34", "sbn_options": {"num_groups": 4}}, r"got \['num_groups'\]"),
+        ({"norm": "gn+sgn", "sbn_options": {"per_frequency": True}}, r"got \['per_frequency'\]"),
         ({"activation": "swish"}, "activation must be one of"),
         ({"norm": "sbn5"}, r"cifar_resnet20: CifarResNet has modules 1..3; got modules \(5,\)"),
         (

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sbn_jax import functional
+from sbn_jax import family, functional
 from sbn_jax import linen as sbn_linen
 from sbn_jax import nnx as sbn_nnx
 
@@ -60,6 +60,20 @@ def test_module_options_are_attributes_with_the_functional_defaults():
     # Everything spectral_batch_norm takes is a module option, an array or the mode.
     arrays_and_mode = {"x", "scale", "bias", "running", "use_running_average"}
     assert set(functional_defaults) == set(functional.MODULE_OPTIONS) | arrays_and_mode
+
+
+def test_linen_and_nnx_group_norms_have_the_same_options_and_the_functional_defaults():
+    linen = _linen_defaults(sbn_linen.SpectralGroupNorm)
+    nnx_options = _nnx_defaults(sbn_nnx.SpectralGroupNorm)
+    assert {k: v for k, v in nnx_options.items() if k not in NNX_ONLY} == linen
+    functional_defaults = {
+        p.name: p.default for p in inspect.signature(family.spectral_group_norm).parameters.values()
+    }
+    for name in (*family.MODULE_OPTIONS, "num_groups", "group_size"):
+        expected = 32 if name == "num_groups" else functional_defaults[name]  # As nn.GroupNorm.
+        assert linen[name] == expected, name
+    arrays = {"x", "scale", "bias"}
+    assert set(functional_defaults) == {*family.MODULE_OPTIONS, "num_groups", "group_size"} | arrays
 
 
 def test_linen_and_nnx_pairs_have_the_same_options_and_defaults():

@@ -11,6 +11,11 @@ follows each convolution:
 * ``"bn+sbn"``: :class:`sbn_jax.SpatialSpectralBatchNorm`, BatchNorm then SBN,
   the paper's layer;
 * ``"2bn"``: a BatchNorm then a second BatchNorm, the paper's control;
+* ``"gn"``: ``flax.linen.GroupNorm``; ``"sgn"``: :class:`sbn_jax.SpectralGroupNorm`
+  in its place; ``"gn+sgn"``: GroupNorm then the spectral group norm (beyond the
+  paper; no statistics are kept; ``sbn_options`` ``num_groups``, default 32, or
+  ``group_size`` for both, so 1 group is the (spectral) layer norm and groups
+  of one channel the instance norm);
 * the paper's notation ``"sbn<modules>"`` / ``"2bn<modules>"``, e.g.
   ``"sbn34"``: ``"bn+sbn"`` for every norm layer of modules 3 and 4 (shortcut
   norms included) and plain BatchNorm elsewhere, stem included; ``"2bn4"``:
@@ -18,10 +23,12 @@ follows each convolution:
 
 Modules are the paper's: the residual stages numbered from 1 (the stem is in
 none), VGG's five pooling stages. ``modules=(3, 4)`` with a plain kind says the
-same as the notation. ``sbn_options`` go to every SBN layer (e.g.
-``per_frequency``, ``fft_norm``, ``impl``; ``redundant_affine`` to every BN+SBN
-and 2BN pair). Norm layers use momentum 0.9 and epsilon 1e-5, the PyTorch
-defaults the published results were trained with. With ``axis_name`` the batch
+same as the notation; outside the modules the group kinds use ``"gn"``.
+``sbn_options`` go to every SBN layer (e.g. ``per_frequency``, ``fft_norm``,
+``impl``; ``redundant_affine`` to every BN+SBN and 2BN pair), or for the group
+kinds to every group norm (see :func:`sbn_jax.models.norms.check_options`).
+Norm layers use momentum 0.9 and epsilon 1e-5, the PyTorch defaults the
+published results were trained with. With ``axis_name`` the batch
 statistics are averaged over that pmap/shard_map axis. ``dtype`` is the
 computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
 ``activation`` (``"relu"``, the published models' choice, ``"gelu"`` or
@@ -53,12 +60,14 @@ from flax.core import FrozenDict
 
 from sbn_jax.models.classifier import INITS, _Classifier, check_width
 from sbn_jax.models.norms import (
+    GROUP_KINDS,
     NORM_EPSILON,
     NORM_MOMENTUM,
     NORMS,
     PAPER_KINDS,
     PAPER_NOTATION,
     Norm,
+    check_options,
     layer_kind,
     resolve_placement,
 )
@@ -75,6 +84,7 @@ from sbn_jax.models.vgg import VGG, VGG_LAYOUTS, ConvBlock
 __all__ = [
     "ACTIVATIONS",
     "BLOCK_TYPES",
+    "GROUP_KINDS",
     "INITS",
     "MODELS",
     "NORMS",
@@ -92,6 +102,7 @@ __all__ = [
     "PreActBlock",
     "ResNet",
     "WideResNet",
+    "check_options",
     "check_width",
     "create_model",
     "layer_kind",
@@ -170,22 +181,6 @@ def create_model(
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     sbn_options = dict(sbn_options or {})
-    allowed = {
-        "per_frequency",
-        "fft_norm",
-        "impl",
-        "spatial_axes",
-        "use_bias",
-        "use_scale",
-        "redundant_affine",
-        "use_mean",
-        "divide_by",
-        "separate_real_imag",
-        "complex_affine",
-    }
-    unknown = sorted(set(sbn_options) - allowed)
-    if unknown:
-        raise ValueError(f"sbn_options may set {sorted(allowed)}, got unknown keys {unknown}")
     fields = set(inspect.signature(MODELS[name]).parameters)
     unknown = sorted(set(kwargs) - set(fields))
     if unknown:
@@ -204,7 +199,8 @@ def create_model(
         **kwargs,
     )
     try:
-        model.placement()
+        kind, _ = model.placement()
+        check_options(kind, sbn_options)
     except ValueError as error:  # Name the registered model, not its class.
         raise ValueError(f"{name}: {error}") from None
     return model

@@ -10,9 +10,31 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sbn_jax.linen import SpatialSpectralBatchNorm, SpectralBatchNorm
+from sbn_jax.linen import SpatialSpectralBatchNorm, SpectralBatchNorm, SpectralGroupNorm
 
-NORMS = ("none", "bn", "sbn", "bn+sbn", "2bn")
+NORMS = ("none", "bn", "sbn", "bn+sbn", "2bn", "gn", "sgn", "gn+sgn")
+# The per-example kinds (GroupNorm and the spectral group norm of sbn_jax.family), and the options
+# of each family of kinds (``sbn_options``).
+GROUP_KINDS = ("gn", "sgn", "gn+sgn")
+GROUP_OPTIONS = frozenset({"num_groups", "group_size"})
+SPECTRAL_GROUP_OPTIONS = frozenset(
+    {"fft_norm", "impl", "spatial_axes", "use_bias", "use_scale", "complex_affine"}
+)
+SBN_OPTIONS = frozenset(
+    {
+        "per_frequency",
+        "fft_norm",
+        "impl",
+        "spatial_axes",
+        "use_bias",
+        "use_scale",
+        "redundant_affine",
+        "use_mean",
+        "divide_by",
+        "separate_real_imag",
+        "complex_affine",
+    }
+)
 # The paper's names: "sbn34" = SBN after every BatchNorm of modules 3 and 4, "2bn4" = a second
 # BatchNorm after every BatchNorm of module 4.
 PAPER_NOTATION = re.compile(r"(sbn|2bn)([1-9]+)")
@@ -59,12 +81,28 @@ def resolve_placement(
     return kind, tuple(sorted(modules))
 
 
+def check_options(kind: str, options: Mapping[str, Any]) -> None:
+    """Refuses ``sbn_options`` that no layer of ``kind`` takes.
+
+    The batch kinds take :data:`SBN_OPTIONS`; the group kinds take
+    ``num_groups`` or ``group_size`` (for GroupNorm and its spectral twin alike;
+    default ``num_groups=32``, as ``nn.GroupNorm``) and
+    :data:`SPECTRAL_GROUP_OPTIONS`.
+    """
+    allowed = GROUP_OPTIONS | SPECTRAL_GROUP_OPTIONS if kind in GROUP_KINDS else SBN_OPTIONS
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(
+            f"sbn_options for norm kind {kind!r} may set {sorted(allowed)}; got {unknown}"
+        )
+
+
 def layer_kind(kind: str, modules: tuple[int, ...] | None, module: int | None) -> str:
-    """The norm of a layer in ``module`` (``None``: the stem or head): ``kind``, or ``"bn"``
-    outside the chosen modules."""
-    if kind in ("none", "bn") or modules is None or module in modules:
+    """The norm of a layer in ``module`` (``None``: the stem or head): ``kind``, or outside the
+    chosen modules the plain norm of its family, ``"gn"`` for the group kinds, else ``"bn"``."""
+    if kind == "none" or modules is None or module in modules:
         return kind
-    return "bn"
+    return "gn" if kind in GROUP_KINDS else "bn"
 
 
 class Norm(nn.Module):
@@ -97,6 +135,8 @@ class Norm(nn.Module):
         )
         scale_init = nn.initializers.zeros if self.zero_init else nn.initializers.ones
         options = dict(self.sbn_options or {})
+        if self.kind in GROUP_KINDS:
+            return self._group_norms(x, options, scale_init)
         if self.kind == "bn":
             return nn.BatchNorm(scale_init=scale_init, **common, name="BatchNorm")(x)
         if self.kind == "sbn":
@@ -115,3 +155,20 @@ class Norm(nn.Module):
             x = nn.BatchNorm(use_scale=keep, use_bias=keep, **common, name="BatchNorm")(x)
             return nn.BatchNorm(scale_init=scale_init, **common, name="SecondBatchNorm")(x)
         raise ValueError(f"norm must be one of {NORMS}, got {self.kind!r}")
+
+    def _group_norms(
+        self, x: jax.Array, options: dict[str, Any], scale_init: nn.initializers.Initializer
+    ) -> jax.Array:
+        groups = {"num_groups": options.pop("num_groups", None), "group_size": None}
+        if "group_size" in options:
+            groups["group_size"] = options.pop("group_size")
+        elif groups["num_groups"] is None:
+            groups["num_groups"] = 32  # nn.GroupNorm's default.
+        common = dict(epsilon=NORM_EPSILON, dtype=self.dtype)
+        if self.kind == "gn":
+            return nn.GroupNorm(**groups, **common, scale_init=scale_init, name="GroupNorm")(x)
+        if self.kind == "gn+sgn":
+            x = nn.GroupNorm(**groups, **common, name="GroupNorm")(x)
+        return SpectralGroupNorm(
+            **groups, **common, **options, scale_init=scale_init, name="SpectralGroupNorm"
+        )(x)
