@@ -39,6 +39,16 @@ imaginary parts apart) are the ``sbn34:*`` variants, run separately:
         --variants sbn34:mean_only sbn34:std_only sbn34:no_affine sbn34:separate_real_imag \
         --out analyses/results/ablations.json
 
+The spectral normalization family beyond the paper (:mod:`sbn_jax.family`) runs
+the same way, every norm layer of the model one kind (8 groups, so that every
+width of 16-128 channels divides), each spectral norm beside its spatial twin:
+GroupNorm / spectral GroupNorm / the two in a row, and the layer and instance
+norms (1 group, groups of 1 channel) with their spectral versions:
+
+    python -m analyses.open_question --models cifar_resnet18 --seeds 3 --track_seed -1 \
+        --variants family:gn family:sgn family:gn+sgn family:ln family:sln family:in \
+        family:sin --out analyses/results/family.json
+
 ``--quick`` runs a tiny version (one seed, one epoch) to check the script.
 """
 
@@ -62,6 +72,7 @@ from scipy import stats as scipy_stats
 
 from sbn_jax import diagnostics
 from sbn_jax.linen import SpectralBatchNorm
+from sbn_jax.models import GROUP_KINDS
 from train import input_pipeline
 from train import train as trainer
 from train.configs import default
@@ -77,6 +88,14 @@ VARIANTS = {
     "sbn34:std_only": ("sbn34", {"use_mean": False}),
     "sbn34:no_affine": ("sbn34", {"use_scale": False, "use_bias": False}),
     "sbn34:separate_real_imag": ("sbn34", {"separate_real_imag": True}),
+    # Beyond the paper: per-example norms in every norm layer, spatial and spectral.
+    "family:gn": ("gn", {"num_groups": 8}),
+    "family:sgn": ("sgn", {"num_groups": 8}),
+    "family:gn+sgn": ("gn+sgn", {"num_groups": 8}),
+    "family:ln": ("gn", {"num_groups": 1}),
+    "family:sln": ("sgn", {"num_groups": 1}),
+    "family:in": ("gn", {"group_size": 1}),
+    "family:sin": ("sgn", {"group_size": 1}),
 }
 MAIN_VARIANTS = ("bn", "bn+sbn34", "2bn34", "bn+rescale34")
 ABLATIONS = tuple(v for v in VARIANTS if v.startswith("sbn34:"))
@@ -92,6 +111,11 @@ COMPARISONS = (
     ("bn+sbn34", "2bn34"),
     ("bn+sbn34", "bn+rescale34"),
     *((ablation, against) for ablation in ABLATIONS for against in ("bn", "bn+sbn34")),
+    # Each spectral norm against its spatial twin.
+    ("family:sgn", "family:gn"),
+    ("family:gn+sgn", "family:gn"),
+    ("family:sln", "family:ln"),
+    ("family:sin", "family:in"),
 )
 # The names of the second layer of a pair, as sbn_jax.models.Norm and SpatialSpectralBatchNorm
 # call them; any other captured norm starts a new site.
@@ -109,8 +133,10 @@ def make_config(model: str, variant: str, seed: int, args) -> ml_collections.Con
     config.model = model
     config.base_width = args.base_width
     config.norm = norm
+    # per_frequency is a batch-statistics option; the group kinds refuse it.
+    batch_only = {} if norm in GROUP_KINDS else {"per_frequency": False}
     config.sbn_options = ml_collections.ConfigDict(
-        {"per_frequency": False, "fft_norm": "backward", **sbn_options}
+        {**batch_only, "fft_norm": "backward", **sbn_options}
     )
     config.activation = "relu"  # The paper's.
     config.seed = seed
