@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import output_scale, overhead
+from benchmarks import family, output_scale, overhead
 
 
 def test_output_scale_after_batch_norm_is_one_over_sqrt_n_with_the_papers_convention():
@@ -23,3 +23,15 @@ def test_overhead_benchmark_times_a_row_against_its_baseline(tmp_path):
     (result,) = json.loads(out.read_text())["results"]
     assert result["placement"] == "sbn34" and result["paper_overhead_percent"] == "16"
     assert result["bn_median_s"] > 0 and result["sbn_median_s"] > 0
+
+
+def test_family_benchmark_times_each_spectral_norm_against_its_flax_twin(tmp_path):
+    out = tmp_path / "family.json"
+    args = ["--shapes", "2,4,4,32", "--repeats", "1", "--warmup", "0", "--out", str(out)]
+    assert family.main(args) == 0
+    (shape,) = json.loads(out.read_text())["shapes"]
+    results = shape["results"]
+    assert set(results) == {f"{k}/{c}" for k in family.KINDS for c in ("flax", "auto", "fft")}
+    for name, entry in results.items():
+        twin = results[f"{entry['kind']}/flax"]
+        assert entry["time_ratio"] == pytest.approx(entry["median_s"] / twin["median_s"])

@@ -7,7 +7,9 @@ globally. The notebooks run on one CPU device: the eight virtual devices that
 conftest.py configures for this process are removed from the kernel's
 ``XLA_FLAGS``. The executed copies are discarded; the committed notebooks keep
 their outputs, and the figures go to a temporary directory (``SBN_JAX_FIGURES``)
-so that a test run leaves ``docs/figures`` as committed.
+so that a test run leaves ``docs/figures`` as committed. ``SBN_JAX_NOTEBOOK_QUICK``
+tells a notebook that trains live (04) to train fewer seeds and steps: every
+cell still runs.
 """
 
 import json
@@ -43,6 +45,7 @@ def kernel_name(tmp_path_factory, figures_dir):
             "XLA_FLAGS": " ".join(f for f in flags if "device_count" not in f),
             "MPLBACKEND": "agg",
             "SBN_JAX_FIGURES": str(figures_dir),
+            "SBN_JAX_NOTEBOOK_QUICK": "1",
         },
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
