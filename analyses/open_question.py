@@ -305,10 +305,18 @@ def paired_comparisons(runs: Sequence[dict], models: Sequence[str]) -> list[dict
                 "ties": int(np.sum(a == b)),
                 "t": None,
                 "p_value": None,
+                "sign_test_p_value": None,
             }
-            if len(seeds) > 1 and np.any(a != b):
+            # A t-test needs differences that vary; when every seed gives the same difference,
+            # only the sign test (exact binomial over the seeds that differ) says anything.
+            if len(seeds) > 1 and np.ptp(a - b) > 1e-12:
                 test = scipy_stats.ttest_rel(a, b)
                 entry["t"], entry["p_value"] = float(test.statistic), float(test.pvalue)
+            untied = len(seeds) - entry["ties"]
+            if untied:
+                entry["sign_test_p_value"] = float(
+                    scipy_stats.binomtest(entry["wins"], untied).pvalue
+                )
             table.append(entry)
     return table
 
@@ -396,10 +404,11 @@ def write_result(args, argv, commit: str, runs: list[dict], seconds: float) -> d
     return result
 
 
-def finished_runs(args) -> tuple[list[dict], float]:
-    """With ``--resume``: the runs an earlier, cut-off sweep with the same settings wrote."""
+def finished_runs(args) -> tuple[list[dict], float, str | None]:
+    """With ``--resume``: the runs an earlier, cut-off sweep with the same settings wrote, its
+    wall time and the commit its runs came from."""
     if not (args.resume and os.path.exists(args.out)):
-        return [], 0.0
+        return [], 0.0, None
     with open(args.out) as f:
         earlier = json.load(f)
     settings = {key: getattr(args, key) for key in earlier["settings"]}
@@ -407,7 +416,7 @@ def finished_runs(args) -> tuple[list[dict], float]:
         raise ValueError(
             f"--resume: {args.out} was made with settings {earlier['settings']}, not {settings}"
         )
-    return earlier["runs"], earlier["wall_seconds"]
+    return earlier["runs"], earlier["wall_seconds"], earlier["commit"]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -417,7 +426,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    runs, earlier_seconds = finished_runs(args)
+    runs, earlier_seconds, earlier_commit = finished_runs(args)
+    if earlier_commit not in (None, commit):
+        # The tables are recomputed now; the runs keep the commit they ran at.
+        commit = f"{earlier_commit}, resumed at {commit}"
     done = {(r["model"], r["variant"], r["seed"]) for r in runs}
     result = None
     # Seed by seed, so that a sweep cut off early is still balanced across models and variants.

@@ -48,6 +48,21 @@ def test_paired_comparison_is_the_t_test_of_the_differences():
     assert entry["t"] == pytest.approx(t)
     assert (entry["wins"], entry["ties"]) == (3, 2)
     assert 0.05 < entry["p_value"] < 0.2  # t = 2.45 with 4 degrees of freedom: p = 0.07.
+    # Sign test over the 3 untied seeds, all won: two-sided 2 * 0.5**3.
+    assert entry["sign_test_p_value"] == pytest.approx(0.25)
+
+
+def test_a_constant_difference_gets_the_sign_test_and_no_t_test():
+    accuracies = {"family:in": [0.98, 0.97, 0.99], "family:sin": [0.96, 0.95, 0.97]}
+    runs = [
+        {"model": "m", "variant": variant, "seed": seed, "test_accuracy": value}
+        for variant, values in accuracies.items()
+        for seed, value in enumerate(values)
+    ]
+    (entry,) = open_question.paired_comparisons(runs, ["m"])
+    assert (entry["variant"], entry["against"], entry["wins"]) == ("family:sin", "family:in", 0)
+    assert entry["t"] is None and entry["p_value"] is None  # Not -inf and 0.
+    assert entry["sign_test_p_value"] == pytest.approx(0.25)
 
 
 def test_short_sweep_trains_tracks_and_writes_its_result(tmp_path):

@@ -33,5 +33,6 @@ def test_family_benchmark_times_each_spectral_norm_against_its_flax_twin(tmp_pat
     results = shape["results"]
     assert set(results) == {f"{k}/{c}" for k in family.KINDS for c in ("flax", "auto", "fft")}
     for name, entry in results.items():
+        assert entry["kind"] == name.split("/")[0]
         twin = results[f"{entry['kind']}/flax"]
         assert entry["time_ratio"] == pytest.approx(entry["median_s"] / twin["median_s"])
