@@ -296,7 +296,7 @@ def test_per_frequency_options_pass_through():
         ({"norm": "layernorm"}, "norm must be one of"),
         ({"num_classes": 0}, "num_classes must be a positive integer"),
         ({"sbn_options": {"momentum": 0.5}}, r"kind 'bn' may set .*; got \['momentum'\]"),
-        ({"norm": "sbn34", "sbn_options": {"num_groups": 4}}, r"got \['num_groups'\]"),
+        ({"norm": "sbn3", "sbn_options": {"num_groups": 4}}, r"got \['num_groups'\]"),
         ({"norm": "gn+sgn", "sbn_options": {"per_frequency": True}}, r"got \['per_frequency'\]"),
         ({"activation": "swish"}, "activation must be one of"),
         ({"norm": "sbn5"}, r"cifar_resnet20: CifarResNet has modules 1..3; got modules \(5,\)"),
