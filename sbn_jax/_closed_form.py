@@ -1,5 +1,9 @@
 """Exact SBN with channel statistics, without any Fourier transform.
 
+The same sums taken per example instead of over the batch (``kept`` in
+:func:`moments` and :func:`apply`) give the per-example spectral norms of
+:mod:`sbn_jax.family`.
+
 Notation: spatial sizes ``n_1 .. n_d`` (the last one, ``W``, carries the half
 spectrum), ``N = n_1 * ... * n_d`` pixels, ``R = N / W`` rows, ``K = W // 2 + 1``
 bins per row and ``M = R * K`` bins in the half spectrum. The forward
