@@ -86,6 +86,27 @@ def time_interleaved(
     return times
 
 
+def time_against_baselines(
+    contenders: dict[str, tuple[Callable, Sequence[Any]]],
+    results: dict[str, dict[str, Any]],
+    baseline_of: Callable[[str], str | None],
+    repeats: int,
+    warmup: int,
+) -> None:
+    """Times ``contenders`` round-robin and adds to each entry of ``results`` (which holds its
+    ``temp_bytes``) the median, minimum and all times, and the time and memory ratios to the
+    entry ``baseline_of(name)`` (None: no ratio)."""
+    for name, values in time_interleaved(contenders, repeats, warmup).items():
+        results[name].update(median_s=median(values), min_s=min(values), times_s=values)
+    for name, entry in results.items():
+        base = results.get(baseline_of(name) or "")
+        if base is None:
+            continue
+        entry["time_ratio"] = entry["median_s"] / base["median_s"]
+        if entry["temp_bytes"] is not None and base["temp_bytes"]:
+            entry["temp_ratio"] = entry["temp_bytes"] / base["temp_bytes"]
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

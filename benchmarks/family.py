@@ -73,14 +73,9 @@ def bench_shape(
             step, temp = common.compile_fn(make_step(module), args)
             compiled[name] = (step, args)
             results[name] = {"kind": kind, "temp_bytes": temp}
-    times = common.time_interleaved(compiled, repeats, warmup)
-    for name, values in times.items():
-        results[name].update(median_s=common.median(values), min_s=min(values), times_s=values)
-    for entry in results.values():
-        twin = results[f"{entry['kind']}/flax"]
-        entry["time_ratio"] = entry["median_s"] / twin["median_s"]
-        if entry["temp_bytes"] is not None and twin["temp_bytes"]:
-            entry["temp_ratio"] = entry["temp_bytes"] / twin["temp_bytes"]
+    common.time_against_baselines(
+        compiled, results, lambda name: f"{results[name]['kind']}/flax", repeats, warmup
+    )
     return results
 
 

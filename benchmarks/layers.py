@@ -103,17 +103,7 @@ def bench_shape(
         compiled, temp = common.compile_fn(make_step(module), args)
         contenders[name] = (compiled, args)
         results[name] = {"impl": resolved_impl(CONTENDERS[name], shape), "temp_bytes": temp}
-    times = common.time_interleaved(contenders, repeats, warmup)
-    for name, values in times.items():
-        results[name]["median_s"] = common.median(values)
-        results[name]["min_s"] = min(values)
-        results[name]["times_s"] = values
-    base = results.get("bn")
-    if base is not None:
-        for entry in results.values():
-            entry["time_ratio"] = entry["median_s"] / base["median_s"]
-            if entry["temp_bytes"] is not None and base["temp_bytes"]:
-                entry["temp_ratio"] = entry["temp_bytes"] / base["temp_bytes"]
+    common.time_against_baselines(contenders, results, lambda name: "bn", repeats, warmup)
     return results
 
 

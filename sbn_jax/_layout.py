@@ -108,6 +108,11 @@ class Options:
         return white_spectrum_std(self.fft_norm, spatial_size)
 
 
+def is_complex_affine(scale: Any, bias: Any) -> bool:
+    """Whether a scale or bias (each an array or None) is complex: a complex affine map."""
+    return any(v is not None and jnp.iscomplexobj(v) for v in (scale, bias))
+
+
 def white_spectrum_std(fft_norm: str, size: int) -> float:
     """Standard deviation of every bin of ``rfftn(x)`` for white, unit-variance ``x``.
 

@@ -41,7 +41,15 @@ import jax
 import jax.numpy as jnp
 
 from sbn_jax import _checks, _closed_form, _spectrum
-from sbn_jax._layout import FftNorm, Layout, Options, Statistics, resolve_layout, spectrum_shape
+from sbn_jax._layout import (
+    FftNorm,
+    Layout,
+    Options,
+    Statistics,
+    is_complex_affine,
+    resolve_layout,
+    spectrum_shape,
+)
 from sbn_jax.functional import compute_dtype
 
 # The keyword arguments of spectral_group_norm that the Flax modules hold as attributes.
@@ -152,7 +160,7 @@ def spectral_group_norm(
 def _resolve_impl(impl: str, scale: jax.Array | None, bias: jax.Array | None) -> str:
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}.")
-    complex_affine = any(v is not None and jnp.iscomplexobj(v) for v in (scale, bias))
+    complex_affine = is_complex_affine(scale, bias)
     if impl == "closed_form" and complex_affine:
         raise ValueError(
             'impl="closed_form" needs a real scale and bias; a complex one needs impl="fft" '

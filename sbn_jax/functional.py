@@ -62,6 +62,7 @@ from sbn_jax._layout import (
     Layout,
     Options,
     Statistics,
+    is_complex_affine,
     resolve_layout,
     spectrum_shape,
     statistics_shape,
@@ -330,7 +331,7 @@ def spectral_batch_norm(
     _checks.check_fft_norm(fft_norm)
     check_ablation(divide_by, separate_real_imag)
     layout = resolve_layout(x.ndim, axis, spatial_axes)
-    complex_affine = any(v is not None and jnp.iscomplexobj(v) for v in (scale, bias))
+    complex_affine = is_complex_affine(scale, bias)
     implementation = IMPLEMENTATIONS[
         resolve_impl(impl, per_frequency, x.shape, layout, separate_real_imag, complex_affine)
     ]

@@ -159,11 +159,10 @@ class Norm(nn.Module):
     def _group_norms(
         self, x: jax.Array, options: dict[str, Any], scale_init: nn.initializers.Initializer
     ) -> jax.Array:
-        groups = {"num_groups": options.pop("num_groups", None), "group_size": None}
-        if "group_size" in options:
-            groups["group_size"] = options.pop("group_size")
-        elif groups["num_groups"] is None:
-            groups["num_groups"] = 32  # nn.GroupNorm's default.
+        group_size = options.pop("group_size", None)
+        # nn.GroupNorm's default of 32 groups unless a group size is given.
+        groups = {"num_groups": options.pop("num_groups", None if group_size else 32)}
+        groups["group_size"] = group_size
         common = dict(epsilon=NORM_EPSILON, dtype=self.dtype)
         if self.kind == "gn":
             return nn.GroupNorm(**groups, **common, scale_init=scale_init, name="GroupNorm")(x)
