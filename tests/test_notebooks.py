@@ -4,10 +4,11 @@ The kernel is this interpreter (``sys.executable``), declared in a kernelspec
 written to a temporary ``JUPYTER_PATH``, so the test works in any virtualenv
 where ``pip install -e .[dev,train,notebooks]`` ran, with nothing registered
 globally. The notebooks run on one CPU device: the eight virtual devices that
-conftest.py configures for this process are removed from the kernel's
-``XLA_FLAGS``. The executed copies are discarded; the committed notebooks keep
-their outputs, and the figures go to a temporary directory (``SBN_JAX_FIGURES``)
-so that a test run leaves ``docs/figures`` as committed. ``SBN_JAX_NOTEBOOK_QUICK``
+conftest.py configures for this process, and its fast-compile flag (the
+notebooks train), are removed from the kernel's ``XLA_FLAGS``. The executed
+copies are discarded; the committed notebooks keep their outputs, and the
+figures go to a temporary directory (``SBN_JAX_FIGURES``) so that a test run
+leaves ``docs/figures`` as committed. ``SBN_JAX_NOTEBOOK_QUICK``
 tells a notebook that trains live (04) to train fewer seeds and steps: every
 cell still runs.
 """
@@ -42,7 +43,11 @@ def kernel_name(tmp_path_factory, figures_dir):
         "display_name": "sbn_jax tests",
         "language": "python",
         "env": {
-            "XLA_FLAGS": " ".join(f for f in flags if "device_count" not in f),
+            "XLA_FLAGS": " ".join(
+                f
+                for f in flags
+                if "device_count" not in f and "xla_backend_optimization_level" not in f
+            ),
             "MPLBACKEND": "agg",
             "SBN_JAX_FIGURES": str(figures_dir),
             "SBN_JAX_NOTEBOOK_QUICK": "1",

@@ -21,7 +21,6 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import flax
 import jax
 import ml_collections
 import numpy as np
@@ -104,7 +103,17 @@ class PmapPlacement(Placement):
         )
 
     def put_state(self, state: Any) -> Any:
-        return flax.jax_utils.replicate(state, devices=self.local_devices)
+        # One replica per local device, stacked on the host and placed with the sharding that
+        # pmap gives its outputs (a mesh over the same devices, named after its axis): a state
+        # placed any other way (flax's `replicate` names its own axis) makes the second step
+        # miss the compilation cache and compile the whole step again.
+        sharding = NamedSharding(
+            Mesh(np.asarray(self.local_devices), (DEVICE_AXIS,)), P(DEVICE_AXIS)
+        )
+        count = len(self.local_devices)
+        return jax.tree.map(
+            lambda x: jax.device_put(np.stack([np.asarray(x)] * count), sharding), state
+        )
 
     def put_batch(self, batch: Any) -> Any:
         count = len(self.local_devices)

@@ -195,9 +195,31 @@ def create_train_state(
     image_shape: tuple[int, ...],
     learning_rate_fn: optax.Schedule,
 ) -> TrainState:
-    """Initial state (host arrays) for images of ``image_shape`` (H, W, C)."""
-    init = jax.jit(functools.partial(model.init, train=False))
-    variables = jax.device_get(init(rng, jnp.zeros((1, *image_shape), jnp.float32)))
+    """Initial state (host arrays) for images of ``image_shape`` (H, W, C).
+
+    The model's and the optimizer's initialization run as one compiled program:
+    run op by op, the optimizer's zeros alone compile one small program per shape.
+    """
+    init = functools.partial(
+        initial_state,
+        config=config,
+        model=model,
+        image_shape=image_shape,
+        learning_rate_fn=learning_rate_fn,
+    )
+    return jax.device_get(jax.jit(init)(rng))
+
+
+def initial_state(
+    rng: jax.Array,
+    *,
+    config: ml_collections.ConfigDict,
+    model: Any,
+    image_shape: tuple[int, ...],
+    learning_rate_fn: optax.Schedule,
+) -> TrainState:
+    """The traceable part of :func:`create_train_state` (also what ``jax.eval_shape`` takes)."""
+    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
