@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pytest-xdist workers for `make test`; each worker holds its own JAX runtime (~1-2 GiB).
 TEST_WORKERS ?= 2
 
-.PHONY: install test lint typecheck train bench clean
+.PHONY: install test lint typecheck train bench clean fashion-mnist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ test: lint typecheck
 
 train: $(STAMP)
 	$(BIN)/python -m train --workdir runs/default --config train/configs/default.py
+
+# Fashion-MNIST's four IDX files, from Debian's package, where the fashion_mnist data set looks.
+fashion-mnist:
+	@if command -v apt-get >/dev/null 2>&1; then \
+		apt-get update && apt-get install -y dataset-fashion-mnist; \
+	else \
+		echo "No apt-get here: download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,"; \
+		echo "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz from"; \
+		echo "https://github.com/zalandoresearch/fashion-mnist into a folder and pass it as"; \
+		echo "--config.manual_dir (default /usr/share/datasets/fashion-mnist)."; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

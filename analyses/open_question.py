@@ -76,27 +76,8 @@ from sbn_jax.models import GROUP_KINDS
 from train import input_pipeline
 from train import train as trainer
 from train.configs import default
+from train.configs.variants import VARIANTS
 
-VARIANTS = {
-    "bn": ("bn", {}),
-    "bn+sbn34": ("sbn34", {}),
-    "2bn34": ("2bn34", {}),
-    "bn+rescale34": ("sbn34", {"use_mean": False, "divide_by": "constant"}),
-    # The paper's other ablations (section V), run with --variants; "only down-scaling the
-    # spectrum" is bn+rescale34 above.
-    "sbn34:mean_only": ("sbn34", {"divide_by": "none"}),
-    "sbn34:std_only": ("sbn34", {"use_mean": False}),
-    "sbn34:no_affine": ("sbn34", {"use_scale": False, "use_bias": False}),
-    "sbn34:separate_real_imag": ("sbn34", {"separate_real_imag": True}),
-    # Beyond the paper: per-example norms in every norm layer, spatial and spectral.
-    "family:gn": ("gn", {"num_groups": 8}),
-    "family:sgn": ("sgn", {"num_groups": 8}),
-    "family:gn+sgn": ("gn+sgn", {"num_groups": 8}),
-    "family:ln": ("gn", {"num_groups": 1}),
-    "family:sln": ("sgn", {"num_groups": 1}),
-    "family:in": ("gn", {"group_size": 1}),
-    "family:sin": ("sgn", {"group_size": 1}),
-}
 MAIN_VARIANTS = ("bn", "bn+sbn34", "2bn34", "bn+rescale34")
 ABLATIONS = tuple(v for v in VARIANTS if v.startswith("sbn34:"))
 MODELS = ("cifar_resnet18", "vgg16_bn")

@@ -224,7 +224,7 @@ def test_nan_batch_stops_the_run_and_keeps_the_last_good_checkpoint(
         ({"model": "resnet9000"}, "unknown model 'resnet9000'"),
         ({"norm": "layer"}, "bad model settings: cifar_resnet20: norm must be one of"),
         ({"norm": "sbn4"}, "CifarResNet has modules 1..3; got modules"),
-        ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+        ({"dataset": "no_such_data"}, "unknown dataset 'no_such_data'"),
         ({"parallelism": "pjit"}, "unknown parallelism 'pjit'"),
         ({"batch_size": 12}, "batch_size=12 must be a positive multiple of the 8 devices"),
         ({"eval_batch_size": 100}, "eval_batch_size=100 must be a positive multiple"),

@@ -1,7 +1,9 @@
 """The datasets the recipes train on: their registry, tfds builders, splits and raw arrays.
 
 :data:`SPECS` maps each name in :data:`DATASETS` to a :class:`DatasetSpec` (tfds name,
-classes, native image shape, normalization statistics, splits). The functions here
+classes, native image shape, normalization statistics, splits). Any other tfds image
+classification data set trains as ``"tfds:NAME"`` (or its plain name when the registry
+lacks it), described from its builder by :mod:`train.any_tfds`. The functions here
 read data as stored (uint8 images, int32 labels); ``train.preprocessing`` transforms
 examples and ``train.input_pipeline`` batches them.
 
@@ -18,9 +20,18 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from train import tiny_imagenet  # noqa: F401  (registers the "tiny_imagenet" builder)
+# Importing a builder's module registers it with tfds ("tiny_imagenet", "fashion_mnist_idx").
+from train import any_tfds, fashion_mnist, tiny_imagenet  # noqa: F401
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagenet2012", "tiny_imagenet", "fake")
+DATASETS = (
+    "digits",
+    "fashion_mnist",
+    "cifar10",
+    "cifar100",
+    "imagenet2012",
+    "tiny_imagenet",
+    "fake",
+)
 
 # Per-channel statistics of the training images, in the images' own units.
 CIFAR_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
@@ -29,6 +40,13 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 DIGITS_MEAN = (4.884,)
 DIGITS_STD = (6.017,)
+# Computed once by train.any_tfds.pixel_statistics over the 60,000 training images of the
+# Debian package's files (fashion_mnist_idx's train split): mean and std of every pixel.
+FASHION_MNIST_MEAN = (72.940,)
+FASHION_MNIST_STD = (90.021,)
+# A stream of its own for the class-stratified training subsets: the epochs' permutations use
+# [seed, epoch], and no run reaches this many epochs.
+SUBSET_STREAM = 7_331_000_001
 
 DIGITS_TEST_SIZE = 360
 DIGITS_SPLIT_SEED = 0
@@ -94,10 +112,22 @@ class DatasetSpec:
     train_split: str = "train"
     eval_split: str = "test"
     in_memory: bool = True
+    # Where the builder reads manually provided files when config.manual_dir is None; None:
+    # tfds's <data_dir>/downloads/manual.
+    manual_dir: str | None = None
 
 
 SPECS = {
     "digits": DatasetSpec("digits", "sklearn_digits", 10, (8, 8, 1), DIGITS_MEAN, DIGITS_STD),
+    "fashion_mnist": DatasetSpec(
+        "fashion_mnist",
+        fashion_mnist.FashionMnistIdx.name,
+        10,
+        (28, 28, 1),
+        FASHION_MNIST_MEAN,
+        FASHION_MNIST_STD,
+        manual_dir=fashion_mnist.DEBIAN_FOLDER,
+    ),
     "cifar10": DatasetSpec("cifar10", "cifar10", 10, (32, 32, 3), CIFAR_MEAN, CIFAR_STD),
     "cifar100": DatasetSpec("cifar100", "cifar100", 100, (32, 32, 3), CIFAR_MEAN, CIFAR_STD),
     "imagenet2012": DatasetSpec(
@@ -126,14 +156,95 @@ SPECS = {
 }
 
 
+def tfds_name(dataset: str) -> str | None:
+    """The tfds data set that ``config.dataset`` names outside the registry: ``"tfds:NAME"``
+    and a plain name not in :data:`DATASETS` give ``NAME``; a registry name gives None."""
+    if dataset.startswith(any_tfds.PREFIX):
+        return dataset[len(any_tfds.PREFIX) :]
+    return None if dataset in SPECS else dataset
+
+
 def dataset_spec(config) -> DatasetSpec:
-    """The :class:`DatasetSpec` of ``config.dataset`` with ``num_classes`` from the config."""
-    if config.dataset not in SPECS:
-        raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {DATASETS}")
-    spec = SPECS[config.dataset]
+    """The :class:`DatasetSpec` of ``config.dataset`` (``num_classes`` of "fake" from the config),
+    with ``config.image_mean`` / ``image_std`` in place of its statistics when set.
+
+    A tfds data set outside the registry takes its classes and image shape from its builder,
+    its splits from ``config.tfds_train_split`` / ``tfds_eval_split`` and, unless the config
+    gives them, the statistics of its training split (prepared and computed on first use).
+
+    Raises:
+      ValueError: an unknown data set, a tfds data set that is no image classification one
+        (:func:`train.any_tfds.classes_and_shape`), or statistics of the wrong length.
+    """
+    given = config.image_mean is not None and config.image_std is not None
+    name = tfds_name(config.dataset)
+    if name is not None:
+        spec = _tfds_spec(config, name, with_statistics=not given)
+    else:
+        spec = SPECS[config.dataset]
     if config.dataset == "fake":
         spec = dataclasses.replace(spec, num_classes=config.get("num_classes", spec.num_classes))
+    if config.image_mean is not None or config.image_std is not None:
+        spec = _given_statistics(config, spec)
     return spec
+
+
+def _tfds_spec(config, name: str, *, with_statistics: bool) -> DatasetSpec:
+    try:
+        dataset_builder = any_tfds.open_builder(name, config.data_dir)
+    except ValueError as error:
+        raise ValueError(
+            f"unknown dataset {config.dataset!r}: not one of {DATASETS}, and {error}"
+        ) from None
+    num_classes, shape = any_tfds.classes_and_shape(dataset_builder)
+    spec = DatasetSpec(
+        config.dataset,
+        name,
+        num_classes,
+        (shape[0], shape[1], shape[2]),
+        (0.0,) * shape[2],
+        (1.0,) * shape[2],
+        train_split=config.tfds_train_split,
+        eval_split=config.tfds_eval_split,
+    )
+    if not with_statistics:
+        return spec
+    mean, std = any_tfds.cached_statistics(
+        dataset_builder, spec.train_split, prepare=lambda: builder(config, spec=spec)
+    )
+    return dataclasses.replace(spec, mean=mean, std=std)
+
+
+def _given_statistics(config, spec: DatasetSpec) -> DatasetSpec:
+    channels = spec.native_shape[2]
+    mean, std = config.image_mean, config.image_std
+    if mean is None or std is None or len(mean) != channels or len(std) != channels:
+        raise ValueError(
+            f"image_mean and image_std must both be set, {channels} value(s) each (one per "
+            f"channel of {config.dataset!r}); got {mean!r} and {std!r}"
+        )
+    if min(std) <= 0:
+        raise ValueError(f"image_std must be positive, got {std!r}")
+    return dataclasses.replace(spec, mean=tuple(map(float, mean)), std=tuple(map(float, std)))
+
+
+def check_dataset(config) -> None:
+    """Raises ValueError on data settings that cannot run, reading no data: an unknown data
+    set (for a tfds one, only its builder's description is read), ``image_size`` with
+    ``pad_to``, or a bad ``train_examples_per_class``."""
+    name = tfds_name(config.dataset)
+    if name is not None:
+        _tfds_spec(config, name, with_statistics=False)
+    if config.image_size and config.pad_to:
+        raise ValueError("set image_size (resize) or pad_to (zero-pad), not both")
+    per_class = config.train_examples_per_class
+    if per_class is not None:
+        if not isinstance(per_class, int) or per_class < 1:
+            raise ValueError(
+                f"train_examples_per_class must be a positive integer, got {per_class!r}"
+            )
+        if config.train_examples is not None:
+            raise ValueError("set train_examples or train_examples_per_class, not both")
 
 
 def _given(config, spec: DatasetSpec | None) -> DatasetSpec:
@@ -141,9 +252,21 @@ def _given(config, spec: DatasetSpec | None) -> DatasetSpec:
 
 
 def image_shape(config, *, spec: DatasetSpec | None = None) -> tuple[int, int, int]:
-    """(H, W, C) of the batches: the native size unless ``config.image_size`` is set."""
+    """(H, W, C) of the batches: the native size unless ``config.image_size`` (resized to) or
+    ``config.pad_to`` (zero-padded to) is set.
+
+    Raises:
+      ValueError: ``pad_to`` smaller than the native height or width.
+    """
     height, width, channels = _given(config, spec).native_shape
     size = config.get("image_size")
+    if config.pad_to:
+        if config.pad_to < max(height, width):
+            raise ValueError(
+                f"pad_to={config.pad_to} is smaller than the {height}x{width} images of "
+                f"{config.dataset!r}"
+            )
+        size = config.pad_to
     return (size, size, channels) if size else (height, width, channels)
 
 
@@ -151,16 +274,24 @@ def image_shape(config, *, spec: DatasetSpec | None = None) -> tuple[int, int, i
 
 
 def builder(config, *, spec: DatasetSpec | None = None) -> tfds.core.DatasetBuilder:
-    """The tfds builder of ``config.dataset``, prepared (the digits are built here on first use)."""
+    """The tfds builder of ``config.dataset``, prepared (built here on first use, but ImageNet).
+
+    Raises:
+      FileNotFoundError: a data set built from a manual directory that lacks its files.
+    """
     spec = _given(config, spec)
     dataset_builder = tfds.builder(spec.tfds_name, data_dir=config.get("data_dir"))
-    if spec.name in ("digits", "cifar10", "cifar100"):
-        # Digits: built from scikit-learn's copy, no network. CIFAR: downloads when missing.
-        dataset_builder.download_and_prepare()
-    elif spec.name == "tiny_imagenet":  # Built once from the folder in the manual directory.
-        dataset_builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=config.get("manual_dir"))
-        )
+    if spec.name != "imagenet2012":  # ImageNet is prepared beforehand (see README).
+        # Digits: built from scikit-learn's copy, no network. Fashion-MNIST and Tiny ImageNet:
+        # built once from the files in the manual directory. CIFAR and other tfds data sets:
+        # downloaded when missing.
+        manual_dir = config.manual_dir or spec.manual_dir
+        try:
+            dataset_builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+            )
+        except AssertionError as error:  # tfds's "manual directory does not exist or is empty".
+            raise FileNotFoundError(str(error)) from None
     return dataset_builder
 
 
@@ -175,6 +306,51 @@ def load_arrays(
         images.append(batch["image"])
         labels.append(batch["label"].astype(np.int32))
     return np.concatenate(images), np.concatenate(labels)
+
+
+def class_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``per_class`` examples of every class present in ``labels``, drawn
+    without replacement by a generator of ``seed`` alone, so that every variant trained with
+    a seed sees the same examples.
+
+    Raises:
+      ValueError: a class with fewer than ``per_class`` examples.
+    """
+    rng = np.random.default_rng([seed, SUBSET_STREAM])
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < per_class:
+            raise ValueError(
+                f"train_examples_per_class={per_class}, but class {label} has only "
+                f"{len(members)} training examples"
+            )
+        chosen.append(rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def load_train_arrays(config, *, spec: DatasetSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The training examples as arrays: :func:`train_split`'s, or with
+    ``config.train_examples_per_class`` its :func:`class_subset` for ``config.seed``."""
+    images, labels = load_arrays(config, train_split(config, spec=spec), spec=spec)
+    if config.train_examples_per_class is None:
+        return images, labels
+    keep = class_subset(labels, config.train_examples_per_class, config.seed)
+    return images[keep], labels[keep]
+
+
+def num_train_examples(config, *, spec: DatasetSpec | None = None) -> int:
+    """Examples of the training set (:func:`load_train_arrays`).
+
+    Raises:
+      ValueError: ``train_examples_per_class`` on a streamed (not in-memory) data set.
+    """
+    spec = _given(config, spec)
+    if config.train_examples_per_class is None:
+        return num_examples(config, train_split(config, spec=spec), spec=spec)
+    if not spec.in_memory:
+        raise ValueError(f"train_examples_per_class needs an in-memory data set, not {spec.name!r}")
+    return len(load_train_arrays(config, spec=spec)[1])
 
 
 def num_examples(config, split: str, *, spec: DatasetSpec | None = None) -> int:

@@ -45,17 +45,23 @@ from train.datasets import (
     DIGITS_SPLIT_SEED,
     DIGITS_STD,
     DIGITS_TEST_SIZE,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
     SPECS,
     DatasetSpec,
     SklearnDigits,
     builder,
+    check_dataset,
+    class_subset,
     dataset_spec,
     eval_split,
     image_shape,
     load_arrays,
+    load_train_arrays,
     num_examples,
+    num_train_examples,
     train_split,
 )
 from train.preprocessing import (
@@ -75,6 +81,8 @@ __all__ = [
     "DIGITS_SPLIT_SEED",
     "DIGITS_STD",
     "DIGITS_TEST_SIZE",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
     "IMAGENET_CROP_PADDING",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -83,6 +91,8 @@ __all__ = [
     "Sharding",
     "SklearnDigits",
     "builder",
+    "check_dataset",
+    "class_subset",
     "dataset_spec",
     "eval_batches",
     "eval_split",
@@ -91,7 +101,9 @@ __all__ = [
     "imagenet_eval",
     "imagenet_train",
     "load_arrays",
+    "load_train_arrays",
     "num_examples",
+    "num_train_examples",
     "small_image_eval",
     "small_image_train",
     "steps_per_epoch",
@@ -116,8 +128,7 @@ class Sharding:
 
 def steps_per_epoch(config) -> int:
     """Global batches per epoch (the last, incomplete batch of every epoch is dropped)."""
-    spec = dataset_spec(config)
-    return _steps_per_epoch(config, spec, train_split(config, spec=spec))
+    return num_train_examples(config) // config.batch_size
 
 
 def eval_steps(config, which: str = "test") -> int:
@@ -126,10 +137,6 @@ def eval_steps(config, which: str = "test") -> int:
     if spec.name == "fake":
         return _fake_eval_steps(config)
     return _eval_steps(config, spec, eval_split(config, which, spec=spec))
-
-
-def _steps_per_epoch(config, spec: DatasetSpec, split: str) -> int:
-    return num_examples(config, split, spec=spec) // config.batch_size
 
 
 def _eval_steps(config, spec: DatasetSpec, split: str) -> int:
@@ -148,11 +155,11 @@ def train_batches(config, *, start_step: int = 0, sharding: Sharding = Sharding(
     spec = dataset_spec(config)
     if spec.name == "fake":
         return _fake_batches(config, spec, sharding, with_mask=False)
-    split = train_split(config, spec=spec)
     preprocess = preprocessor(config, spec, image_shape(config, spec=spec), train=True)
     if spec.in_memory:
-        images, labels = load_arrays(config, split, spec=spec)
+        images, labels = load_train_arrays(config, spec=spec)
         return _in_memory_train(config, images, labels, preprocess, start_step, sharding)
+    split = train_split(config, spec=spec)
     return _streamed_train(config, spec, split, preprocess, start_step, sharding)
 
 
@@ -244,7 +251,8 @@ def _streamed_train(
     config, spec: DatasetSpec, split: str, preprocess, start_step, sharding
 ) -> Iterator:
     local_batch = sharding.local(config.batch_size)
-    num_batches = _steps_per_epoch(config, spec, split)
+    # Raises on a per-class subset, which a streamed data set does not support.
+    num_batches = num_train_examples(config, spec=spec) // config.batch_size
     epoch, skip = divmod(start_step, num_batches)
     while True:
         epoch_seed = config.seed * 1_000_003 + epoch

@@ -26,17 +26,24 @@ def preprocessor(config, spec: DatasetSpec, shape, *, train: bool) -> Callable:
     """The transform of ``spec``'s examples to ``shape`` (H, W, C): the random training
     augmentation if ``train``, else the deterministic evaluation transform.
 
-    For digits and CIFAR, ``config.crop_padding`` and ``config.random_flip`` set the
-    training augmentation; a config without them gets 1 pixel and no flip for digits,
-    4 pixels and flips otherwise.
+    For the small (uint8 array) data sets, ``config.crop_padding`` and ``config.random_flip``
+    set the training augmentation; a config without them gets 1 pixel and no flip for
+    digits, 4 pixels and flips otherwise. With ``config.pad_to`` the images reach ``shape``
+    by centered zero padding (black borders) rather than by resizing.
+
+    Raises:
+      ValueError: ``pad_to`` on a JPEG data set (ImageNet, Tiny ImageNet), which is cropped.
     """
+    pad_to = bool(config.get("pad_to"))
     if spec.name in _JPEG_DATASETS:
+        if pad_to:
+            raise ValueError(f"pad_to applies to array images, not to {spec.name!r}'s JPEGs")
         return imagenet_train(spec, shape) if train else imagenet_eval(spec, shape)
     if not train:
-        return small_image_eval(spec, shape)
+        return small_image_eval(spec, shape, pad_to=pad_to)
     pad = config.get("crop_padding", 1 if spec.name == "digits" else 4)
     flip = config.get("random_flip", spec.name != "digits")
-    return small_image_train(spec, shape, pad, flip)
+    return small_image_train(spec, shape, pad, flip, pad_to=pad_to)
 
 
 def _normalize(image, spec: DatasetSpec):
@@ -48,6 +55,15 @@ def _resize(image, shape):
     if tuple(image.shape[:2]) == tuple(shape[:2]):
         return image
     return tf.image.resize(image, shape[:2], method="bilinear")
+
+
+def _pad_to(image, shape):
+    """Zero-pads ``image`` to ``shape[:2]``, centered (the odd pixel, if any, after)."""
+    extra_h, extra_w = shape[0] - image.shape[0], shape[1] - image.shape[1]
+    return tf.pad(
+        image,
+        [[extra_h // 2, extra_h - extra_h // 2], [extra_w // 2, extra_w - extra_w // 2], [0, 0]],
+    )
 
 
 def _resize_bicubic(image, shape):
@@ -62,12 +78,16 @@ def _pad_crop(image, seed, pad: int):
     return tf.image.stateless_random_crop(padded, (height, width, channels), seed=seed)
 
 
-def small_image_train(spec: DatasetSpec, shape, pad: int, flip: bool) -> Callable:
-    """Digits/CIFAR training augmentation: normalize, resize, pad-and-crop, optional flip."""
+def small_image_train(
+    spec: DatasetSpec, shape, pad: int, flip: bool, *, pad_to: bool = False
+) -> Callable:
+    """Training augmentation of array images: resize (or with ``pad_to`` zero-pad) to
+    ``shape``, pad-and-crop, optional flip, normalize."""
+    fit = _pad_to if pad_to else _resize
 
     def preprocess(image, seeds):
         # Pads with black (raw zeros), as torchvision's RandomCrop(padding=...) does.
-        image = _resize(tf.cast(image, tf.float32), shape)
+        image = fit(tf.cast(image, tf.float32), shape)
         if pad:
             image = _pad_crop(image, seeds[0], pad)
         if flip:
@@ -77,11 +97,14 @@ def small_image_train(spec: DatasetSpec, shape, pad: int, flip: bool) -> Callabl
     return preprocess
 
 
-def small_image_eval(spec: DatasetSpec, shape) -> Callable:
-    """Digits/CIFAR evaluation: normalize and resize."""
+def small_image_eval(spec: DatasetSpec, shape, *, pad_to: bool = False) -> Callable:
+    """Evaluation of array images: normalize and resize, or with ``pad_to`` zero-pad (black,
+    raw zeros, as in training) to ``shape`` and normalize."""
 
     def preprocess(image, seeds):
         del seeds
+        if pad_to:
+            return _normalize(_pad_to(tf.cast(image, tf.float32), shape), spec)
         return _resize(_normalize(image, spec), shape)
 
     return preprocess

@@ -76,7 +76,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"unknown {key} {config[key]!r}; choose one of {choices}")
 
     choose("model", tuple(models.MODELS))
-    choose("dataset", input_pipeline.DATASETS)
+    input_pipeline.check_dataset(config)  # A known data set, and its subset and padding.
     try:  # The model checks norm, modules, activation and sbn_options.
         create_model(config, num_classes=2)
     except ValueError as error:
@@ -438,6 +438,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     manager.close()
     progress.close()
     if jax.process_index() == 0:
+        spec = input_pipeline.dataset_spec(config)
         run = {"steps": total_steps, "wall_seconds": time.perf_counter() - start_time}
+        run.update(image_mean=list(spec.mean), image_std=list(spec.std))
         progress.write_summary(config, len(placement.devices), final, {**selected, **run})
     return placement.first(state)

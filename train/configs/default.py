@@ -10,13 +10,30 @@ from ml_collections import config_dict
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     # Data.
+    # A name in train.datasets.DATASETS, or "tfds:NAME" for any tfds image classification data
+    # set (a plain tfds name works too where the registry lacks it; see train/any_tfds.py).
     config.dataset = "digits"
     config.data_dir = config_dict.placeholder(str)  # None: tfds's default (~/tensorflow_datasets).
-    # Where manually downloaded data sits (tiny_imagenet); None: <data_dir>/downloads/manual.
+    # Where manually provided files sit (fashion_mnist, tiny_imagenet); None: the data set's
+    # default (fashion_mnist: /usr/share/datasets/fashion-mnist, where Debian's
+    # dataset-fashion-mnist puts them), else <data_dir>/downloads/manual.
     config.manual_dir = config_dict.placeholder(str)
+    # For "tfds:NAME" only: the tfds split trained on (validation_fraction and train_examples
+    # carve from it; its pixel statistics normalize) and the split scored as the test set.
+    config.tfds_train_split = "train"
+    config.tfds_eval_split = "test"
+    # Per-channel normalization (pixel units), both or neither; None: the registry's values,
+    # or for "tfds:NAME" those of its training split (computed once, cached in data_dir).
+    config.image_mean = config_dict.placeholder(tuple)
+    config.image_std = config_dict.placeholder(tuple)
     config.image_size = config_dict.placeholder(int)  # None: the native size (8x8 for digits).
+    # None: no padding; S: zero-pad the images (centered) to S x S instead of resizing them.
+    config.pad_to = config_dict.placeholder(int)
     # None: the whole training split; K: only its first K examples (a harder task, same data).
     config.train_examples = config_dict.placeholder(int)
+    # None: every class's examples; N: N examples of each class, drawn from the training split
+    # (after any validation hold-out) by the seed alone, so every variant of a seed sees them.
+    config.train_examples_per_class = config_dict.placeholder(int)
     config.crop_padding = 1  # Random translation by up to this many pixels.
     config.random_flip = False  # Digits are not mirror-symmetric.
     # Model.
