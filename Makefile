@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pytest-xdist workers for `make test`; each worker holds its own JAX runtime (~1-2 GiB).
 TEST_WORKERS ?= 2
 
-.PHONY: install test lint typecheck train bench clean fashion-mnist
+.PHONY: install test test-fast lint typecheck train bench clean fashion-mnist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# --dist loadgroup keeps the tests that share a trained fixture (xdist_group) on one worker.
 test: lint typecheck
-	$(BIN)/pytest -n $(TEST_WORKERS) --durations=10
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
+
+# The inner loop: the layer, the functions and the models, nothing that trains, runs a notebook
+# or starts processes (those are marked slow). `make test` stays the full suite CI runs.
+test-fast: $(STAMP)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" --durations=5
 
 train: $(STAMP)
 	$(BIN)/python -m train --workdir runs/default --config train/configs/default.py

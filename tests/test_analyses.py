@@ -65,6 +65,7 @@ def test_a_constant_difference_gets_the_sign_test_and_no_t_test():
     assert entry["sign_test_p_value"] == pytest.approx(0.25)
 
 
+@pytest.mark.slow
 def test_short_sweep_trains_tracks_and_writes_its_result(tmp_path):
     out = tmp_path / "result.json"
     argv = ["--quick", "--models", "cifar_resnet18", "--variants", "bn", "bn+sbn34"]

@@ -106,6 +106,7 @@ def test_padding_settings_are_checked(tmp_path):
         input_pipeline.check_dataset(config)
 
 
+@pytest.mark.slow
 def test_a_tfds_data_set_trains_through_the_loop(digits_as_tfds, tmp_path):
     tfds_config, spec = digits_as_tfds
     # tests/test_train.py's one-device run on the same images, so that `make test` compiles its

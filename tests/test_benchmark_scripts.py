@@ -16,6 +16,7 @@ def test_output_scale_after_batch_norm_is_one_over_sqrt_n_with_the_papers_conven
     assert min(row[f"{n}_correlation"] for n in ("backward", "ortho", "forward")) > 0.99
 
 
+@pytest.mark.slow
 def test_overhead_benchmark_times_a_row_against_its_baseline(tmp_path):
     out = tmp_path / "overhead.json"
     args = ["--rows", "cifar_resnet18", "--cifar-batch", "2", "--repeats", "1", "--warmup", "0"]
@@ -25,6 +26,7 @@ def test_overhead_benchmark_times_a_row_against_its_baseline(tmp_path):
     assert result["bn_median_s"] > 0 and result["sbn_median_s"] > 0
 
 
+@pytest.mark.slow
 def test_family_benchmark_times_each_spectral_norm_against_its_flax_twin(tmp_path):
     out = tmp_path / "family.json"
     args = ["--shapes", "2,4,4,32", "--repeats", "1", "--warmup", "0", "--out", str(out)]

@@ -59,6 +59,7 @@ def kernel_name(tmp_path_factory, figures_dir):
         yield KERNEL_NAME
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs_without_errors_and_saves_its_figures(path, kernel_name, figures_dir):
     notebook = nbformat.read(path, as_version=4)

@@ -1,15 +1,23 @@
 """The paper's recipes (train/configs/paper): every row is one command that runs.
 
-Each recipe file runs two training steps through the real input pipeline on
-tensorflow-datasets' mock data (small batches; ImageNet at 64x64), with an
-evaluation after each step, so the CIFAR validation protocol (the best
-validation step scored on test) runs too.
+The loop's code is the same for every recipe; what a recipe brings is its config,
+its model, its data pipeline and its schedule. So every recipe gets its config
+validated, its input pipeline run on tensorflow-datasets' mock data (small
+batches; ImageNet at 64x64) and its whole train and eval step traced with those
+batches (``jax.eval_shape``: every shape, dtype, option and parameter tree, no
+compilation). Three recipes, which between them take every path of the loop
+(the CIFAR validation protocol with a basic-block ResNet, dropout in VGG's
+classifier, the ImageNet-style pipeline), also run two compiled training steps
+through the loop, with an evaluation after each step, so the CIFAR protocol (the
+best validation step scored on test) runs too.
 """
 
+import functools
 import importlib
 import json
 import pathlib
 
+import jax
 import pytest
 import tensorflow_datasets as tfds
 
@@ -74,8 +82,12 @@ def test_recipes_follow_the_paper():
     assert float(schedule(136 * 351 + 1)) == pytest.approx(0.001)
 
 
-@pytest.mark.parametrize("name", RECIPES)
-def test_recipe_runs_two_steps_on_mock_data(name, tmp_path, monkeypatch):
+# Recipes that also run the compiled loop (the others are traced; see the module docstring).
+LOOP_RUNS = ("cifar10_resnet18", "cifar10_vgg16_bn", "tinyimagenet_resnet18")
+
+
+def _small_config(name, tmp_path):
+    """The recipe with small batches, one device, and a step count the mock data can feed."""
     config = _module(name).get_config()
     config.data_dir = str(tmp_path / "tfds")
     config.batch_size = config.eval_batch_size = 8
@@ -86,16 +98,69 @@ def test_recipe_runs_two_steps_on_mock_data(name, tmp_path, monkeypatch):
     config.half_precision = False
     if config.dataset in ("imagenet2012", "tiny_imagenet"):
         config.image_size = 64
-    workdir = tmp_path / "run"
-    # The pipeline runs on mock data first; the loop then runs outside the mock, which would
-    # also intercept orbax's file writes. (Mock data ignores split slicing; the 9/1 split is
-    # checked on digits in tests/test_train_data.py.)
+    return config
+
+
+def _mock_batches(config):
+    """(steps per epoch, two training batches, the evaluation batches of each split used)."""
+    # Mock data ignores split slicing; the 9/1 split is checked on digits in test_train_data.py.
     splits = ("test", "validation") if config.validation_fraction else ("test",)
     with tfds.testing.mock_data(num_examples=40):
         steps = input_pipeline.steps_per_epoch(config)
         stream = input_pipeline.train_batches(config)
         batches = [next(stream) for _ in range(2)]
         evals = {which: list(input_pipeline.eval_batches(config, which=which)) for which in splits}
+    return steps, batches, evals
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_pipeline_and_steps_trace_on_mock_data(name, tmp_path):
+    config = train.with_defaults(_small_config(name, tmp_path))
+    train.validate_config(config)
+    steps, batches, evals = _mock_batches(config)
+    image_shape = input_pipeline.image_shape(config)
+    assert batches[0]["image"].shape == (8, *image_shape)
+    learning_rate_fn = train.create_learning_rate_fn(config, steps)
+    model = train.create_model(config)
+    state = jax.eval_shape(
+        functools.partial(
+            train.initial_state,
+            config=config,
+            model=model,
+            image_shape=image_shape,
+            learning_rate_fn=learning_rate_fn,
+        ),
+        jax.random.key(0),
+    )
+    step = functools.partial(
+        train.train_step,
+        learning_rate_fn=learning_rate_fn,
+        label_smoothing=config.label_smoothing,
+        dropout_key=jax.random.key(1),
+    )
+    new_state, metrics = jax.eval_shape(step, state, batches[0])
+    shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)  # noqa: E731
+    assert shapes(new_state.params) == shapes(state.params)
+    assert shapes(new_state.batch_stats) == shapes(state.batch_stats)
+    assert shapes(new_state.opt_state) == shapes(state.opt_state)
+    assert {k: v.shape for k, v in metrics.items()} == dict.fromkeys(
+        ("loss", "accuracy", "grad_norm", "learning_rate"), ()
+    )
+    for which, eval_batches in evals.items():
+        assert eval_batches, which
+        sums = jax.eval_shape(train.eval_step, state, eval_batches[0])
+        assert set(sums) == {"loss", "correct", "count"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LOOP_RUNS)
+def test_recipe_runs_two_steps_on_mock_data(name, tmp_path, monkeypatch):
+    config = _small_config(name, tmp_path)
+    workdir = tmp_path / "run"
+    # The pipeline runs on mock data first; the loop then runs outside the mock, which would
+    # also intercept orbax's file writes.
+    steps, batches, evals = _mock_batches(config)
     monkeypatch.setattr(input_pipeline, "steps_per_epoch", lambda config: steps)
     monkeypatch.setattr(
         input_pipeline,
@@ -111,3 +176,10 @@ def test_recipe_runs_two_steps_on_mock_data(name, tmp_path, monkeypatch):
     if config.validation_fraction:
         assert summary["selected_step"] in (1, 2)
         assert 0.0 <= summary["best_validation_accuracy"] <= 1.0
+
+
+def test_the_loop_runs_cover_each_kind_of_recipe():
+    configs = [_module(name).get_config() for name in LOOP_RUNS]
+    assert any(c.validation_fraction and c.model.startswith("cifar_resnet") for c in configs)
+    assert any(c.model.startswith("vgg") for c in configs)
+    assert {c.dataset for c in configs} >= {"cifar10", "tiny_imagenet"}
