@@ -14,12 +14,12 @@ run() {
   echo "## $bug: $(tail -1 $OUT/$bug.log)"; grep "^FAILED" $OUT/$bug.log | head -8
 }
 {
-run first_row_off_by_one tests/test_functional.py tests/test_family.py
-run running_variance_factor tests/test_functional.py tests/test_modules.py
-run no_device_mean tests/test_multidevice.py
 run recipe_wrong_placement tests/test_paper_recipes.py -m "not slow"
-run notebook_cell_raises tests/test_notebooks.py -k 06
 run traced_recipe_bad_setting tests/test_paper_recipes.py -k "cifar100_vgg19_bn"
+run notebook_cell_raises tests/test_notebooks.py -k 06
+run no_device_mean tests/test_multidevice.py
+run running_variance_factor tests/test_functional.py tests/test_modules.py
+run first_row_off_by_one tests/test_functional.py tests/test_family.py
 run pmap_gradients_not_averaged tests/test_train.py -k "eight_devices and pmap"
 } > $OUT/results.md 2>&1
 echo done >> $OUT/results.md
