@@ -105,7 +105,7 @@ SECOND_LAYERS = ("SpectralBatchNorm_0", "SecondBatchNorm")
 
 def make_config(model: str, variant: str, seed: int, args) -> ml_collections.ConfigDict:
     """The default recipe, changed to this sweep's data, model, variant and schedule."""
-    norm, sbn_options = VARIANTS[variant]
+    norm, sbn_options, model_options = VARIANTS[variant]
     config = default.get_config()
     config.data_dir = args.data_dir
     config.image_size = 32
@@ -119,6 +119,7 @@ def make_config(model: str, variant: str, seed: int, args) -> ml_collections.Con
     config.sbn_options = ml_collections.ConfigDict(
         {**batch_only, "fft_norm": "backward", **sbn_options}
     )
+    config.update(model_options)
     config.activation = "relu"  # The paper's.
     config.seed = seed
     config.batch_size = 32

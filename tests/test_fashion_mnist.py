@@ -10,37 +10,12 @@ import numpy as np
 import pytest
 from etils import epath
 
+from tests.fake_fashion_mnist import idx as _idx
+from tests.fake_fashion_mnist import write_files as _write_files
+from tests.fake_fashion_mnist import write_split as _write_split
 from train import fashion_mnist, input_pipeline, train
 from train.configs import default, fashion_mnist_resnet18
 from train.configs.variants import VARIANTS as NORM_VARIANTS
-
-
-def _idx(magic, array):
-    header = np.array([magic, *array.shape], dtype=">i4").tobytes()
-    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-
-
-def _write_split(folder, prefix, images, labels, *, gzipped):
-    suffix = ".gz" if gzipped else ""
-    contents = {
-        f"{prefix}-images-idx3-ubyte": _idx(fashion_mnist.IMAGES_MAGIC, images),
-        f"{prefix}-labels-idx1-ubyte": _idx(fashion_mnist.LABELS_MAGIC, labels),
-    }
-    for name, data in contents.items():
-        (folder / f"{name}{suffix}").write_bytes(gzip.compress(data) if gzipped else data)
-
-
-def _write_files(folder, train_count=20, test_count=10):
-    """Train files gzipped, test files plain; labels cycle through the 10 classes."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for prefix, count, gzipped in (("train", train_count, True), ("t10k", test_count, False)):
-        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
-        labels = (np.arange(count) % 10).astype(np.uint8)
-        _write_split(folder, prefix, images, labels, gzipped=gzipped)
-        arrays[prefix] = images, labels
-    return arrays
 
 
 def _rows(images, labels):
@@ -165,14 +140,21 @@ def test_fashion_mnist_reads_debians_folder_by_default():
 @pytest.mark.parametrize("variant", sorted(fashion_mnist_resnet18.VARIANTS))
 def test_every_recipe_variant_builds_its_norm_placement(variant):
     config = fashion_mnist_resnet18.get_config(variant)
-    norm, options = NORM_VARIANTS[fashion_mnist_resnet18.VARIANTS[variant]]
+    norm, options, model_options = NORM_VARIANTS[fashion_mnist_resnet18.VARIANTS[variant]]
     assert config.norm == norm and config.model == "cifar_resnet18"
     for key, value in options.items():
         assert config.sbn_options[key] == value
     model = train.create_model(config)
     kind, modules = model.placement()
-    assert kind == {"bn": "bn", "sbn34": "bn+sbn", "2bn34": "2bn", "rescale34": "bn+sbn"}[variant]
-    assert modules == (None if variant == "bn" else (3, 4))
+    kinds = {"sbn34": "bn+sbn", "2bn34": "2bn", "rescale34": "bn+sbn"}
+    assert kind == kinds.get(variant, "bn")
+    assert modules == ((3, 4) if variant in kinds else None)
+    assert tuple(model.shrink_init_modules) == ((3, 4) if variant == "shrunk_init34" else ())
+    assert model.logit_scale == (0.25 if variant == "temperature" else 1.0)
+    assert dict(model_options) == {
+        "shrunk_init34": {"shrink_init_modules": (3, 4)},
+        "temperature": {"logit_scale": 0.25},
+    }.get(variant, {})
     assert model.num_classes == 10 and model.base_width == 64
     # The paper's CIFAR protocol, with the 28x28 images padded to 32x32.
     assert (config.pad_to, config.image_size, config.crop_padding) == (32, None, 4)
@@ -184,6 +166,15 @@ def test_every_recipe_variant_builds_its_norm_placement(variant):
     train.validate_config(config)
 
 
+def test_recipe_epochs_argument_keeps_the_decays_at_the_same_fractions():
+    config = fashion_mnist_resnet18.get_config("bn,600,15")
+    assert (config.num_epochs, config.lr_boundaries_epochs) == (15.0, (7, 10))
+    assert config.train_examples_per_class == 600 and config.eval_every_steps == 6000 // 128
+    config = fashion_mnist_resnet18.get_config("sbn34,,40")
+    assert (config.num_epochs, config.lr_boundaries_epochs) == (40.0, (18, 27))
+    assert config.train_examples_per_class is None
+
+
 def test_recipe_takes_images_per_class_and_refuses_bad_arguments():
     config = fashion_mnist_resnet18.get_config("rescale34,100")
     assert config.train_examples_per_class == 100 and config.eval_every_steps == 1000 // 128
@@ -193,3 +184,7 @@ def test_recipe_takes_images_per_class_and_refuses_bad_arguments():
         fashion_mnist_resnet18.get_config("sbn5")
     with pytest.raises(ValueError, match="positive integer"):
         fashion_mnist_resnet18.get_config("bn,0")
+    with pytest.raises(ValueError, match="epochs E must be a positive integer, got 'x'"):
+        fashion_mnist_resnet18.get_config("bn,10,x")
+    with pytest.raises(ValueError, match=r"expected VARIANT\[,N\[,E\]\], got 'bn,1,2,3'"):
+        fashion_mnist_resnet18.get_config("bn,1,2,3")

@@ -1,5 +1,7 @@
 """sbn_jax.models: published parameter counts, the norm switch, placements and errors."""
 
+from collections.abc import Mapping
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -339,3 +341,62 @@ def test_activation_follows_every_norm_and_residual_sum(activation):
     out = state["intermediates"]["BasicBlock_0"]["__call__"][0]
     # ReLU outputs are never negative; GELU and SiLU outputs are, somewhere.
     assert bool(jnp.all(out >= 0)) == (activation == "relu")
+
+
+def _norm_scales(params, path=()):
+    """``{path: scale}`` of every norm layer's scale in a params tree."""
+    found = {}
+    for key, value in params.items():
+        if key == "scale":
+            found[path] = np.asarray(value)
+        elif isinstance(value, Mapping):
+            found.update(_norm_scales(value, (*path, key)))
+    return found
+
+
+def test_shrink_init_modules_start_those_norm_scales_at_one_over_sqrt_size():
+    """ResNet-18 on 32x32: modules 3 and 4 run at 8x8 and 4x4, so their BatchNorm scales start at
+    1/8 and 1/4 (the shortcut norms too), every other scale at 1; the zero-initialized last
+    scale of each block stays zero."""
+    for zero in (False, True):
+        model = models.create_model(
+            "cifar_resnet18", num_classes=10, norm="bn", base_width=2,
+            shrink_init_modules=(3, 4), zero_init_residual=zero,
+        )  # fmt: skip
+        params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)), train=False)["params"]
+        scales = _norm_scales(params)
+        expected_by_block = {f"BasicBlock_{i}": (1.0, 1.0, 0.125, 0.25)[i // 2] for i in range(8)}
+        assert len(scales) == 1 + 8 * 2 + 3  # The stem, two per block, three projection norms.
+        for path, scale in scales.items():
+            expected = expected_by_block.get(path[0], 1.0)
+            if zero and path[1] == "Norm_1":
+                expected = 0.0
+            np.testing.assert_array_equal(scale, np.full(scale.shape, expected, np.float32))
+
+
+def test_logit_scale_multiplies_the_logits_of_the_same_weights():
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
+    for name in ("cifar_resnet20", "vgg16_bn"):
+        extra = {"base_width": 8} if name.startswith("vgg") else {}
+        plain = models.create_model(name, num_classes=10, **extra)
+        scaled = models.create_model(name, num_classes=10, logit_scale=0.25, **extra)
+        variables = plain.init(jax.random.key(0), x, train=False)
+        z = plain.apply(variables, x, train=False)
+        np.testing.assert_allclose(scaled.apply(variables, x, train=False), 0.25 * z, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"logit_scale": 0.0}, "logit_scale must be a positive number, got 0.0"),
+        ({"logit_scale": -1}, "logit_scale must be a positive number, got -1"),
+        ({"logit_scale": True}, "logit_scale must be a positive number, got True"),
+        ({"shrink_init_modules": (4,)}, r"modules 1..3; got shrink_init_modules \(4,\)"),
+        ({"shrink_init_modules": (3,), "norm": "none"}, "shrink_init_modules needs norm layers"),
+    ],
+)
+def test_bad_controls_are_refused(options, message):
+    options = {"norm": "bn", **options}
+    with pytest.raises(ValueError, match=message):
+        model = models.create_model("cifar_resnet20", num_classes=10, **options)
+        model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)

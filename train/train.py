@@ -125,6 +125,8 @@ def create_model(
         modules=None if config.modules is None else tuple(config.modules),
         sbn_options=dict(config.sbn_options or {}),
         zero_init_residual=config.zero_init_residual,
+        shrink_init_modules=tuple(config.shrink_init_modules),
+        logit_scale=config.logit_scale,
         activation=config.activation,
         dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
         axis_name=axis_name,

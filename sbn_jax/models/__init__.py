@@ -32,7 +32,11 @@ published results were trained with. With ``axis_name`` the batch
 statistics are averaged over that pmap/shard_map axis. ``dtype`` is the
 computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
 ``activation`` (``"relu"``, the published models' choice, ``"gelu"`` or
-``"silu"``) follows every norm and every residual sum.
+``"silu"``) follows every norm and every residual sum. Two controls for the
+study of what SBN does (README, "Fashion-MNIST"): ``shrink_init_modules``
+starts the last scale of every norm layer of those modules (shortcut norms
+included) at ``1 / sqrt(H W)`` instead of one, and ``logit_scale`` multiplies
+the logits by a constant.
 
 Parameter counts equal the published ones (with ``norm="bn"``): ResNet-18
 11,689,512, ResNet-50 25,557,032 (1000 classes), CIFAR ResNet-18/34/50

@@ -61,6 +61,11 @@ class _Classifier(nn.Module):
 
     Subclasses set ``num_modules``: the stages the paper's notation numbers
     from 1 (residual stages; VGG's pooling stages).
+
+    Two controls for what SBN does at initialization (README, "Fashion-MNIST"):
+    ``shrink_init_modules`` starts the last scale of every norm layer of those
+    modules (shortcut norms included) at ``1 / sqrt(H W)`` (see ``Norm``);
+    ``logit_scale`` multiplies the logits by a constant, a fixed temperature.
     """
 
     num_classes: int
@@ -68,6 +73,8 @@ class _Classifier(nn.Module):
     modules: Sequence[int] | None = None
     sbn_options: Mapping[str, Any] | None = None
     zero_init_residual: bool = False
+    shrink_init_modules: Sequence[int] = ()
+    logit_scale: float = 1.0
     activation: Callable = nn.relu
     weight_init: str = "torchvision"
     dtype: Dtype = jnp.float32
@@ -78,8 +85,21 @@ class _Classifier(nn.Module):
         raise NotImplementedError
 
     def placement(self) -> tuple[str, tuple[int, ...] | None]:
-        """``(kind, modules)`` of :func:`resolve_placement`; raises on a bad ``norm``."""
-        return resolve_placement(self.norm, self.modules, self.num_modules, type(self).__name__)
+        """``(kind, modules)`` of :func:`resolve_placement`; raises on a bad ``norm``, or
+        ``shrink_init_modules`` the model lacks or that have no norm to shrink."""
+        kind, modules = resolve_placement(
+            self.norm, self.modules, self.num_modules, type(self).__name__
+        )
+        shrunk = tuple(self.shrink_init_modules)
+        if shrunk:
+            if any(not isinstance(m, int) or not 1 <= m <= self.num_modules for m in shrunk):
+                raise ValueError(
+                    f"{type(self).__name__} has modules 1..{self.num_modules}; got "
+                    f"shrink_init_modules {shrunk}"
+                )
+            if kind == "none":
+                raise ValueError('shrink_init_modules needs norm layers; norm is "none"')
+        return kind, modules
 
     def norm_for(self, module: int | None, train: bool) -> ModuleDef:
         """A ``Norm`` constructor for a layer of ``module`` (1-based; ``None`` for the stem)."""
@@ -88,6 +108,7 @@ class _Classifier(nn.Module):
             Norm,
             kind=layer_kind(kind, modules, module),
             train=train,
+            shrink_init=module is not None and module in tuple(self.shrink_init_modules),
             dtype=self.dtype,
             axis_name=self.axis_name,
             sbn_options=self.sbn_options,
@@ -113,9 +134,17 @@ class _Classifier(nn.Module):
         return nn.Dense(features, dtype=self.dtype, kernel_init=kernel_init, name=name)
 
     def head(self, x: jax.Array) -> jax.Array:
-        """Global average pool and dense layer: ``(B, H, W, C) -> (B, num_classes)``, float32."""
-        x = jnp.mean(x, axis=(1, 2))
-        return jnp.asarray(self.dense(self.num_classes, name="head")(x), jnp.float32)
+        """Global average pool and :meth:`logits`: ``(B, H, W, C) -> (B, num_classes)``."""
+        return self.logits(jnp.mean(x, axis=(1, 2)))
+
+    def logits(self, features: jax.Array) -> jax.Array:
+        """The dense layer ``(B, C) -> (B, num_classes)``, float32, times ``logit_scale``."""
+        if isinstance(self.logit_scale, bool) or not (
+            isinstance(self.logit_scale, int | float) and self.logit_scale > 0
+        ):
+            raise ValueError(f"logit_scale must be a positive number, got {self.logit_scale!r}")
+        logits = jnp.asarray(self.dense(self.num_classes, name="head")(features), jnp.float32)
+        return logits if self.logit_scale == 1 else logits * self.logit_scale
 
     def check_input(self, x: jax.Array) -> None:
         if x.ndim != 4:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -110,14 +111,19 @@ class Norm(nn.Module):
 
     ``zero_init`` starts the last scale at zero, which makes a residual branch
     start as zero (with ``"bn+sbn"`` SBN's, with ``"2bn"`` the second
-    BatchNorm's). ``"2bn"`` is the paper's control: a BatchNorm directly after
-    a BatchNorm; like the BatchNorm before SBN, the first one keeps no affine
-    parameters unless ``sbn_options["redundant_affine"]``.
+    BatchNorm's). ``shrink_init`` starts it at ``1 / sqrt(H W)`` of the input's
+    spatial size instead of one: the factor by which SBN (backward DFT) shrinks a
+    unit-variance map, so that e.g. BatchNorm shrunk in modules 3-4 starts as the
+    paper's SBN34 does and then trains as plain BatchNorm (``zero_init`` wins).
+    ``"2bn"`` is the paper's control: a BatchNorm directly after a BatchNorm; like
+    the BatchNorm before SBN, the first one keeps no affine parameters unless
+    ``sbn_options["redundant_affine"]``.
     """
 
     kind: str
     train: bool
     zero_init: bool = False
+    shrink_init: bool = False
     dtype: Dtype = jnp.float32
     axis_name: str | None = None
     sbn_options: Mapping[str, Any] | None = None
@@ -133,7 +139,11 @@ class Norm(nn.Module):
             dtype=self.dtype,
             axis_name=self.axis_name,
         )
-        scale_init = nn.initializers.zeros if self.zero_init else nn.initializers.ones
+        scale_init = nn.initializers.ones
+        if self.zero_init:
+            scale_init = nn.initializers.zeros
+        elif self.shrink_init:
+            scale_init = nn.initializers.constant(1.0 / math.sqrt(math.prod(x.shape[1:-1])))
         options = dict(self.sbn_options or {})
         if self.kind in GROUP_KINDS:
             return self._group_norms(x, options, scale_init)

@@ -78,4 +78,4 @@ class VGG(_Classifier):
         for i in range(2):
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
             x = self.activation(self.dense(8 * self.base_width, name=f"fc{i}")(x))
-        return jnp.asarray(self.dense(self.num_classes, name="head")(x), jnp.float32)
+        return self.logits(x)

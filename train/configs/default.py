@@ -45,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Passed to SpectralBatchNorm; listed so that --config.sbn_options.KEY=V can change them.
     config.sbn_options = ml_collections.ConfigDict({"per_frequency": False, "fft_norm": "backward"})
     config.zero_init_residual = False  # Zero scale of each residual block's last norm.
+    # Modules whose norm layers start their scale at 1/sqrt(H W), as SBN shrinks a map at init.
+    config.shrink_init_modules = ()
+    config.logit_scale = 1.0  # A fixed constant times the logits (a temperature of 1/it).
     config.activation = "relu"  # or "gelu"/"silu": smooth, see README on reproducibility.
     config.half_precision = False  # bfloat16 activations.
     # Optimization.
