@@ -101,6 +101,9 @@ def test_reference_run_writes_outputs(reference):
     assert 0.0 <= result["test_accuracy"] <= 1.0 and np.isfinite(result["test_loss"])
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+    # The opt-in outputs (tests/test_train_outputs.py) are off by default.
+    assert "test_predictions" not in result
+    assert not {"test_predictions.npz", "block_norms.jsonl"} & set(os.listdir(workdir))
 
 
 @pytest.mark.slow

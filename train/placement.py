@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -70,6 +71,17 @@ class Placement:
     def first(self, tree: Any) -> Any:
         """One replica's values, as host arrays."""
         raise NotImplementedError
+
+    def gather_rows(self, tree: Any) -> Any:
+        """Per-example outputs of a step -> host arrays ``(B, ...)`` of the global batch.
+
+        Rows come in the global batch's order (process ``p`` holds its slice ``p``,
+        see :class:`train.input_pipeline.Sharding`). Every process must call it
+        (with several processes it is a collective) and gets the whole batch.
+        """
+        # Global arrays (sharded or replicated over the mesh): tiled, this assembles the whole
+        # array on every process; in one process it is a copy to the host.
+        return multihost_utils.process_allgather(tree, tiled=True)
 
     def to_global(self, state: Any) -> Any:
         """Device state -> arrays replicated over the mesh (the checkpoint format)."""
@@ -121,6 +133,12 @@ class PmapPlacement(Placement):
 
     def first(self, tree: Any) -> Any:
         return jax.device_get(jax.tree.map(lambda x: x.addressable_data(0)[0], tree))
+
+    def gather_rows(self, tree: Any) -> Any:
+        # (local devices, rows, ...): device d holds slice d of this process's rows (put_batch),
+        # so flattening the two axes gives them in order; the processes' parts then concatenate.
+        local = jax.tree.map(lambda x: np.asarray(x).reshape(-1, *x.shape[2:]), tree)
+        return super().gather_rows(local)
 
     def to_global(self, state: Any) -> Any:
         def merge(x: jax.Array) -> jax.Array:

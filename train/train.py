@@ -6,7 +6,8 @@ optimizer and state are built (``create_*``); :func:`train_step` and
 :func:`eval_step` are compiled for the placement (:mod:`train.placement`: pmap
 replicas or one mesh under jit, the same function as one device with the
 whole batch); :func:`train_and_evaluate` runs them, with checkpoints
-(:mod:`train.checkpoints`) and reports (:mod:`train.progress`).
+(:mod:`train.checkpoints`), evaluations and their optional outputs
+(:mod:`train.evaluation`) and reports (:mod:`train.progress`).
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from flax.training import train_state
 from sbn_jax import models
 from train import input_pipeline
 from train.checkpoints import (
-    BestValidation,
     checkpoint_manager,
     kept_checkpoint,
     restore_checkpoint,
     save_checkpoint,
 )
 from train.configs import default
-from train.placement import PLACEMENTS, Placement, make_placement
+from train.evaluation import Evaluation
+from train.placement import PLACEMENTS, make_placement
 from train.progress import NonFiniteLossError, Progress
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "create_train_state",
     "cross_entropy_loss",
     "eval_step",
+    "example_outputs",
     "make_placement",
     "restore_checkpoint",
     "train_and_evaluate",
@@ -290,88 +292,43 @@ def train_step(
     return state, metrics
 
 
+def example_outputs(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+    """Per-example ``loss`` (B,) float32 and ``prediction`` (B,) int32, the argmax class, of
+    ``logits`` (B, K) against int ``labels`` (B,): what eval scores and saved predictions use."""
+    return {"loss": cross_entropy_loss(logits, labels), "prediction": jnp.argmax(logits, -1)}
+
+
 def eval_step(
-    state: TrainState, batch: dict[str, jax.Array], *, axis_name: str | None = None
-) -> dict[str, jax.Array]:
-    """Sums of loss, correct predictions and examples over the unmasked global batch."""
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    axis_name: str | None = None,
+    predict: bool = False,
+) -> Any:
+    """Sums of loss, correct predictions and examples over the unmasked global batch.
+
+    With ``predict``, ``(sums, rows)``: ``rows`` holds the per-example
+    ``prediction``, ``label`` and ``mask``, (B,) over the step's batch (under pmap,
+    this device's part), for :meth:`train.placement.Placement.gather_rows`.
+    """
     logits = state.apply_fn(
         {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
     )
-    mask = batch["mask"]
+    outputs, mask = example_outputs(logits, batch["label"]), batch["mask"]
     sums = {
-        "loss": jnp.sum(cross_entropy_loss(logits, batch["label"]) * mask),
-        "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+        "loss": jnp.sum(outputs["loss"] * mask),
+        "correct": jnp.sum((outputs["prediction"] == batch["label"]) * mask),
         "count": jnp.sum(mask),
     }
-    return sums if axis_name is None else jax.lax.psum(sums, axis_name)
-
-
-def evaluate(
-    config: ml_collections.ConfigDict,
-    placement: Placement,
-    eval_fn: Any,
-    state: TrainState,
-    sharding: input_pipeline.Sharding,
-    which: str = "test",
-) -> dict[str, float]:
-    """Loss and accuracy over the whole ``which`` split ("test" or "validation")."""
-    state = placement.prepare_eval(state)
-    totals = None
-    for batch in input_pipeline.eval_batches(config, sharding=sharding, which=which):
-        sums = eval_fn(state, placement.put_batch(batch))
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = placement.first(totals)
-    count = max(float(totals["count"]), 1.0)
-    return {"loss": float(totals["loss"]) / count, "accuracy": float(totals["correct"]) / count}
+    if axis_name is not None:
+        sums = jax.lax.psum(sums, axis_name)
+    if not predict:
+        return sums
+    return sums, {"prediction": outputs["prediction"], "label": batch["label"], "mask": mask}
 
 
 def _due(step: int, every: int) -> bool:
     return bool(every) and step % every == 0
-
-
-class _Evaluation:
-    """A run's evaluations: the test split, or the validation split and the paper's protocol.
-
-    With ``validation_fraction`` every evaluation scores the validation split and
-    offers the state to :class:`BestValidation`; the final score is the test
-    score of the best validation step.
-    """
-
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        workdir: str,
-        placement: Placement,
-        sharding: input_pipeline.Sharding,
-        progress: Progress,
-    ):
-        self.config, self.placement, self.sharding = config, placement, sharding
-        self.progress = progress
-        self.eval_fn = placement.compile(eval_step, donate=False)
-        self.best = BestValidation(workdir, config) if config.validation_fraction else None
-
-    def at(self, state: TrainState, step: int) -> dict[str, float]:
-        """Scores ``state`` after ``step`` (and offers it to the best-validation record)."""
-        which = "test" if self.best is None else "validation"
-        scores = evaluate(self.config, self.placement, self.eval_fn, state, self.sharding, which)
-        if self.best is not None:
-            self.best.offer(self.placement, state, step, scores["accuracy"])
-        self.progress.scalars(which, scores, step)
-        return scores
-
-    def final(
-        self, state: TrainState, host_state: TrainState, step: int
-    ) -> tuple[TrainState, dict[str, float], dict[str, Any]]:
-        """``(state, test scores, selection)`` of the run: the last, or the best validation."""
-        scores = self.at(state, step)
-        if self.best is None:
-            return state, scores, {}
-        state = self.best.restore(self.placement, host_state)
-        scores = evaluate(self.config, self.placement, self.eval_fn, state, self.sharding)
-        self.progress.scalars("test", scores, self.best.step or step)
-        selected = {"best_validation_accuracy": self.best.accuracy, "selected_step": self.best.step}
-        self.best.close()
-        return state, scores, selected
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -380,6 +337,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     Writes TensorBoard events and ``summary.json`` to ``workdir`` (process 0) and
     returns the final state as host arrays (with ``validation_fraction``: the
     state of the best validation step, the one whose test score is reported).
+
+    Opt-in outputs, also in ``workdir`` (process 0; see :mod:`train.evaluation`):
+    ``save_test_predictions``: ``test_predictions.npz`` from the reported test pass,
+    ``prediction`` and ``label`` of every test image in the split's order, named in
+    ``summary.json``; ``record_block_norms``: ``block_norms.jsonl``, a line ``{"step": s,
+    "norms": {block path: mean L2 norm of its output}}`` at step 0 and at every evaluation
+    (:mod:`train.block_norms`; a resumed run drops those after its checkpoint's step).
 
     Raises:
       ValueError: a bad config value, before any work.
@@ -412,7 +376,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         donate=True,
     )
     progress = Progress(config, workdir, total_steps, start_step, placement.first)
-    evaluation = _Evaluation(config, workdir, placement, sharding, progress)
+    evaluation = Evaluation(config, workdir, placement, sharding, progress, eval_step, start_step)
+    evaluation.begin(state)
 
     batches = input_pipeline.train_batches(config, start_step=start_step, sharding=sharding)
     for step in range(start_step + 1, total_steps + 1):
@@ -435,7 +400,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 evaluation.at(state, step)
             progress.restart_timer()
 
-    state, final, selected = evaluation.final(state, host_state, total_steps)
+    state, final, fields = evaluation.final(state, host_state, total_steps)
     manager.wait_until_finished()
     manager.close()
     progress.close()
@@ -443,5 +408,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         spec = input_pipeline.dataset_spec(config)
         run = {"steps": total_steps, "wall_seconds": time.perf_counter() - start_time}
         run.update(image_mean=list(spec.mean), image_std=list(spec.std))
-        progress.write_summary(config, len(placement.devices), final, {**selected, **run})
+        progress.write_summary(config, len(placement.devices), final, {**fields, **run})
     return placement.first(state)

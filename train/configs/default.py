@@ -79,4 +79,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 200
     config.max_checkpoints_to_keep = 3
     config.progress_bar = True
+    # Opt-in outputs for comparing runs per image and per block (train/evaluation.py).
+    # True: the test pass summary.json reports (the last state, or the best validation step's)
+    # also writes test_predictions.npz: "prediction" (argmax class) and "label" of every test
+    # image in the split's order (uint8; int16 above 256 classes), named in summary.json.
+    config.save_test_predictions = False
+    # True: at step 0 and every evaluation, appends {"step", "norms": {block path: mean L2 norm
+    # of its output}} to block_norms.jsonl (blocks: sbn_jax.models.BLOCK_TYPES; eval mode, on the
+    # first eval_batch_size images of the split evaluated: validation if held out, else test).
+    config.record_block_norms = False
     return config
