@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from analyses import fashion_mnist_report, fashion_mnist_study, logit_ratio, paired_stats
+from tests.fake_fashion_mnist import write_files
 from train import train
 from train.configs import fashion_mnist_resnet18
 
@@ -149,3 +150,34 @@ def test_logit_ratio_gives_the_variants_the_bn_models_weights():
     assert slopes["2bn34"] == pytest.approx(1.0, rel=1e-3)
     with pytest.raises(ValueError, match="no kernel"):
         logit_ratio._shared_weights({"head": {"kernel": np.zeros((2, 10))}}, variables["params"])
+
+
+@pytest.mark.slow
+def test_a_two_run_sweep_trains_files_its_results_and_resumes_with_nothing_to_do(tmp_path, capsys):
+    """The sweep end to end on small IDX files: two runs (bn and sbn34, one seed) through the
+    training loop, one core each, their result files filed and reported; run again, it skips
+    them."""
+    write_files(tmp_path / "manual", train_count=300, test_count=50)
+    argv = [
+        "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
+        "--data_dir", str(tmp_path / "tfds"), "--manual_dir", str(tmp_path / "manual"),
+        "--variants", "bn", "sbn34", "--seeds", "1", "--no_pilot", "--workers", "2",
+        "--base_width", "2", "--per_class", "10", "--epochs", "2", "--batch_size", "20",
+    ]  # fmt: skip
+    fashion_mnist_study.main(argv)
+    printed = capsys.readouterr().out
+    assert "2 runs to do" in printed and "bn_s0: test accuracy" in printed
+    result = fashion_mnist_report.report(str(tmp_path / "out"))
+    for variant in ("bn", "sbn34"):
+        run = tmp_path / "out" / "runs" / f"{variant}_s0"
+        with np.load(run / "test_predictions.npz") as arrays:
+            assert arrays["prediction"].shape == arrays["label"].shape == (50,)
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["norm"] == {"bn": "bn", "sbn34": "sbn34"}[variant]
+        assert summary["steps"] == 2 * 100 // 20  # Two epochs of 10 images per class.
+        norms = [json.loads(line) for line in (run / "block_norms.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in norms] == [0, 5, 10]  # At init and after each epoch.
+        assert result["variants"][variant]["seeds"] == [0]
+    assert result["primary_contrasts"] == []  # One seed: no paired interval yet.
+    fashion_mnist_study.main(argv)
+    assert "0 runs to do" in capsys.readouterr().out
