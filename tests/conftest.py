@@ -36,6 +36,19 @@ if _OWNS_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="sbn_jax_jit_cache_")
 
 
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A tfds data_dir with the digits built, once per worker, for the training-loop tests."""
+    from train import input_pipeline  # Imported here: jax must see XLA_FLAGS above first.
+    from train.configs import default
+
+    path = str(tmp_path_factory.mktemp("tfds"))
+    config = default.get_config()
+    config.data_dir = path
+    input_pipeline.builder(config)
+    return path
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _OWNS_CACHE:
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
@@ -61,7 +74,7 @@ SLOW_ALLOWED = {
     # Ten compilations (five norms, one and eight devices) of a ResNet-20 gradient.
     f"{_TRAIN}test_one_step_is_insensitive_to_rounding": "device agreement",
     # Two processes that each start JAX, build the data and compile the loop.
-    f"{_TRAIN}test_two_processes_give_the_one_device_state[per_frequency]": "two processes",
+    f"{_TRAIN}test_two_processes_give_the_one_device_state": "two processes",
     # The first of these on a worker also trains the one-device run it compares with.
     **{
         f"{_TRAIN}test_eight_devices_give_the_one_device_state[{kind}-{parallelism}]": "8 devices"

@@ -26,15 +26,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("tfds"))
-    config = default.get_config()
-    config.data_dir = path
-    input_pipeline.builder(config)  # Builds the digits once for every run below.
-    return path
-
-
 def tiny_config(data_dir, **overrides):
     config = default.get_config()
     config.data_dir = data_dir
@@ -80,7 +71,9 @@ def assert_states_close(actual, expected, rtol=STATE_RTOL):
             )
 
 
-@pytest.fixture(scope="module")
+# Session scope: the tests that share a run may reach a worker between other modules' tests, and a
+# module fixture would then be computed again each time its module resumes.
+@pytest.fixture(scope="session")
 def reference(data_dir, tmp_path_factory):
     """An uninterrupted pmap run on the 8 devices: (config, workdir, final state)."""
     workdir = str(tmp_path_factory.mktemp("reference"))
@@ -137,19 +130,35 @@ def agreement_config(data_dir, per_frequency, **overrides):
     return config
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["channel", "per_frequency"])
-def one_device_run(request, data_dir, tmp_path_factory):
-    """(per_frequency, workdir, final state) of the agreement config on one device."""
-    workdir = str(tmp_path_factory.mktemp("one_device"))
-    config = agreement_config(data_dir, request.param, parallelism="jit", num_devices=1)
-    return request.param, workdir, train.train_and_evaluate(config, workdir)
+@pytest.fixture(scope="session")
+def one_device_run(data_dir, tmp_path_factory):
+    """``per_frequency -> (workdir, final state)`` of the agreement config on one device, each
+    trained once per worker, when a test first asks for it."""
+    runs = {}
+
+    def run(per_frequency: bool):
+        if per_frequency not in runs:
+            workdir = str(tmp_path_factory.mktemp("one_device"))
+            config = agreement_config(data_dir, per_frequency, parallelism="jit", num_devices=1)
+            runs[per_frequency] = workdir, train.train_and_evaluate(config, workdir)
+        return runs[per_frequency]
+
+    return run
+
+
+STATISTICS = pytest.mark.parametrize(
+    "per_frequency", [False, True], ids=["channel", "per_frequency"]
+)
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("one_device_run")
 @pytest.mark.parametrize("parallelism", ["pmap", "jit"])
-def test_eight_devices_give_the_one_device_state(one_device_run, data_dir, tmp_path, parallelism):
-    per_frequency, workdir, expected = one_device_run
+@STATISTICS
+def test_eight_devices_give_the_one_device_state(
+    one_device_run, data_dir, tmp_path, per_frequency, parallelism
+):
+    workdir, expected = one_device_run(per_frequency)
     config = agreement_config(data_dir, per_frequency, parallelism=parallelism, num_devices=8)
     state = train.train_and_evaluate(config, str(tmp_path))
     assert_states_close(state, expected)
@@ -263,9 +272,9 @@ def _free_port():
 # the same for either statistics; both are checked against one device on 8 devices above.
 @pytest.mark.slow
 @pytest.mark.xdist_group("one_device_run")
-@pytest.mark.parametrize("one_device_run", [True], ids=["per_frequency"], indirect=True)
 def test_two_processes_give_the_one_device_state(one_device_run, data_dir, tmp_path):
-    per_frequency, workdir, expected = one_device_run
+    per_frequency = True
+    workdir, expected = one_device_run(per_frequency)
     config = agreement_config(data_dir, per_frequency)
     port = _free_port()
     env = {

@@ -20,15 +20,6 @@ EVAL_BATCH = 100  # 360 test images (and the validation split): the last batch i
 BLOCKS = [f"BasicBlock_{i}" for i in range(9)]  # ResNet-20's 3 stages of 3, in call order.
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("tfds"))
-    config = default.get_config()
-    config.data_dir = path
-    input_pipeline.builder(config)  # Builds the digits once for every run below.
-    return path
-
-
 def outputs_config(data_dir, **overrides):
     config = default.get_config()
     config.data_dir = data_dir

@@ -8,8 +8,16 @@ from ml_collections import config_dict
 
 
 def get_config() -> ml_collections.ConfigDict:
+    """Every setting the loop reads, with its default: the one list of settings."""
     config = ml_collections.ConfigDict()
-    # Data.
+    _data(config)
+    _model(config)
+    _optimization(config)
+    _devices_logging_and_outputs(config)
+    return config
+
+
+def _data(config: ml_collections.ConfigDict) -> None:
     # A name in train.datasets.DATASETS, or "tfds:NAME" for any tfds image classification data
     # set (a plain tfds name works too where the registry lacks it; see train/any_tfds.py).
     config.dataset = "digits"
@@ -36,7 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train_examples_per_class = config_dict.placeholder(int)
     config.crop_padding = 1  # Random translation by up to this many pixels.
     config.random_flip = False  # Digits are not mirror-symmetric.
-    # Model.
+
+
+def _model(config: ml_collections.ConfigDict) -> None:
     config.model = "cifar_resnet20"
     # "none", "bn", "sbn", "bn+sbn", "2bn", or the paper's notation such as "sbn34" / "2bn4".
     config.base_width = config_dict.placeholder(int)  # ResNet/VGG channels of module 1; None: 64.
@@ -50,7 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.logit_scale = 1.0  # A fixed constant times the logits (a temperature of 1/it).
     config.activation = "relu"  # or "gelu"/"silu": smooth, see README on reproducibility.
     config.half_precision = False  # bfloat16 activations.
-    # Optimization.
+
+
+def _optimization(config: ml_collections.ConfigDict) -> None:
     config.seed = 0
     config.batch_size = 64
     config.eval_batch_size = 120
@@ -67,7 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.weight_decay = 5e-4
     config.weight_decay_on = "kernels"  # or "all" (PyTorch's SGD weight_decay, as the paper).
     config.label_smoothing = 0.0
-    # Devices.
+
+
+def _devices_logging_and_outputs(config: ml_collections.ConfigDict) -> None:
     config.parallelism = "pmap"  # or "jit" (a Mesh with a "data" axis).
     config.num_devices = -1  # -1: all devices.
     # Logging and checkpoints.
@@ -88,4 +102,3 @@ def get_config() -> ml_collections.ConfigDict:
     # of its output}} to block_norms.jsonl (blocks: sbn_jax.models.BLOCK_TYPES; eval mode, on the
     # first eval_batch_size images of the split evaluated: validation if held out, else test).
     config.record_block_norms = False
-    return config
