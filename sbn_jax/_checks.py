@@ -1,4 +1,7 @@
-"""The checks that give every bad input to SBN a clear error naming what was expected."""
+"""The checks that give every bad input to SBN a clear error naming what was expected.
+
+The options check themselves when an :class:`sbn_jax._layout.Options` is built.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from sbn_jax._layout import (
-    DIVIDE_BY,
-    FFT_NORMS,
     Layout,
     Options,
     Statistics,
@@ -34,22 +35,6 @@ def check_input(x: jax.Array) -> None:
         )
 
 
-def check_fft_norm(fft_norm: str) -> None:
-    if fft_norm not in FFT_NORMS:
-        raise ValueError(f"fft_norm must be one of {FFT_NORMS}; got {fft_norm!r}.")
-
-
-def check_ablation(divide_by: str, separate_real_imag: bool) -> None:
-    """Validates the ablation options of :func:`spectral_batch_norm`."""
-    if divide_by not in DIVIDE_BY:
-        raise ValueError(f"divide_by must be one of {DIVIDE_BY}; got {divide_by!r}.")
-    if separate_real_imag and divide_by != "std":
-        raise ValueError(
-            "separate_real_imag=True changes which standard deviations divide the spectrum, so "
-            f'it needs divide_by="std"; got divide_by={divide_by!r}.'
-        )
-
-
 def reduction_group_size(axis_name: Any, axis_index_groups: Any) -> int:
     if axis_name is None:
         return 1
@@ -58,11 +43,35 @@ def reduction_group_size(axis_name: Any, axis_index_groups: Any) -> int:
     return int(jax.lax.psum(1, axis_name))
 
 
+def check_spatial_sizes(shape: Sequence[int], layout: Layout) -> None:
+    """Refuses a spatial axis of size 0: it has no frequency bin to transform or normalize."""
+    sizes = layout.spatial_sizes(shape)
+    if 0 in sizes:
+        raise ValueError(
+            f"Every spatial axis of x needs size >= 1; got shape {tuple(shape)}, whose spatial "
+            f"axes {layout.spatial_axes} have sizes {sizes}."
+        )
+
+
 def check_statistic_count(
     shape: Sequence[int], layout: Layout, per_frequency: bool, group: int
 ) -> None:
-    """Refuses training statistics made from a single value (as torch's BatchNorm does)."""
-    count = math.prod(shape[i] for i in layout.batch_axes)
+    """Refuses training statistics made from no value or from one (as torch's BatchNorm does).
+
+    An empty local batch is an empty global one: every device of a ``pmap``
+    sees the same shape.
+    """
+    batch_sizes = tuple(shape[i] for i in layout.batch_axes)
+    if 0 in batch_sizes:
+        # Its statistics would be 0/0: NaN, then NaN running averages in every later eval.
+        raise ValueError(
+            f"Training needs a non-empty batch: x has shape {tuple(shape)}, whose batch axes "
+            f"{layout.batch_axes} have sizes {batch_sizes}, so there is nothing to compute "
+            "statistics from. Skip empty batches (e.g. drop_remainder=True in the input "
+            "pipeline), or use_running_average=True, which maps an empty batch to an empty "
+            "output."
+        )
+    count = math.prod(batch_sizes)
     if not per_frequency:
         count *= math.prod(spectrum_shape(shape, layout)[i] for i in layout.spatial_axes)
     if count * group == 1:
@@ -75,21 +84,28 @@ def check_statistic_count(
 
 
 def check_running(
-    running: Statistics | None, stats_shape: tuple[int, ...], x: jax.Array, separate_real_imag: bool
+    running: Statistics | None,
+    stats_shape: tuple[int, ...],
+    x: jax.Array,
+    options: Options,
 ) -> Statistics:
     """The running statistics, if they fit the input and the options; else a clear error."""
     if running is None:
         raise ValueError("use_running_average=True needs running statistics; got None.")
     if tuple(running.var.shape) != stats_shape:
+        why = (
+            "Per-frequency statistics only apply to the spatial size they were computed for."
+            if options.per_frequency
+            else "Channel statistics hold one value per feature."
+        )
         raise ValueError(
             f"Running statistics of shape {tuple(running.var.shape)} do not fit an input of "
-            f"shape {tuple(x.shape)}: expected {stats_shape}. Per-frequency statistics only "
-            "apply to the spatial size they were computed for."
+            f"shape {tuple(x.shape)}: expected {stats_shape}. {why}"
         )
-    if (running.var_imag is not None) != separate_real_imag:
+    if (running.var_imag is not None) != options.separate_real_imag:
         raise ValueError(
-            f"separate_real_imag={separate_real_imag} needs running statistics "
-            f"{'with' if separate_real_imag else 'without'} var_imag; got "
+            f"separate_real_imag={options.separate_real_imag} needs running statistics "
+            f"{'with' if options.separate_real_imag else 'without'} var_imag; got "
             f"var_imag={'None' if running.var_imag is None else 'an array'}."
         )
     return running
@@ -102,10 +118,32 @@ def statistics_to_use(
     running: Statistics | None,
     use_running_average: bool,
 ) -> Statistics | None:
-    """The checked running statistics in eval, or None in training (after checking the count)."""
-    if use_running_average:
+    """The checked running statistics in eval, or None in training (after checking the count).
+
+    Running statistics given in training are checked too: the caller is about
+    to fold the batch's into them (see ``apply_with_running_statistics``).
+    """
+    check_spatial_sizes(x.shape, layout)
+    if use_running_average or running is not None:
         shape = statistics_shape(x.shape, layout, options.per_frequency)
-        return check_running(running, shape, x, options.separate_real_imag)
+        checked = check_running(running, shape, x, options)
+        if use_running_average:
+            return checked
     group = reduction_group_size(options.axis_name, options.axis_index_groups)
     check_statistic_count(x.shape, layout, options.per_frequency, group)
     return None
+
+
+def check_momentum(momentum: Any) -> None:
+    """Refuses a moving-average decay outside [0, 1], where the running statistics diverge.
+
+    Both ends are useful: 0 keeps the last batch's statistics, 1 freezes them. A
+    traced momentum (a schedule under ``jit``) cannot be checked here.
+    """
+    if isinstance(momentum, jax.core.Tracer):
+        return
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(
+            f"momentum must be in [0, 1] (the decay of the running averages, Flax convention); "
+            f"got momentum={momentum!r}."
+        )

@@ -1,5 +1,7 @@
 """The vocabulary every SBN implementation shares: axis roles, statistics, options, shapes.
 
+The options validate themselves (:class:`Options`).
+
 This is the bottom module of the package: the implementations
 (:mod:`sbn_jax._closed_form`, :mod:`sbn_jax._spectrum`, :mod:`sbn_jax._dft`) and
 the public :mod:`sbn_jax.functional` import it, and it imports none of them.
@@ -76,6 +78,23 @@ class Layout:
         return tuple(shape[i] for i in self.spatial_axes)
 
 
+def check_fft_norm(fft_norm: str) -> None:
+    """Refuses an ``fft_norm`` that is not one of :data:`FFT_NORMS`."""
+    if fft_norm not in FFT_NORMS:
+        raise ValueError(f"fft_norm must be one of {FFT_NORMS}; got {fft_norm!r}.")
+
+
+def check_ablation(divide_by: str, separate_real_imag: bool) -> None:
+    """Validates the ablation options of :func:`spectral_batch_norm`."""
+    if divide_by not in DIVIDE_BY:
+        raise ValueError(f"divide_by must be one of {DIVIDE_BY}; got {divide_by!r}.")
+    if separate_real_imag and divide_by != "std":
+        raise ValueError(
+            "separate_real_imag=True changes which standard deviations divide the spectrum, so "
+            f'it needs divide_by="std"; got divide_by={divide_by!r}.'
+        )
+
+
 _Tree = TypeVar("_Tree")
 
 
@@ -84,8 +103,9 @@ class Options:
     """How the spectrum is normalized: every choice an implementation needs besides its arrays.
 
     Attributes are the keyword arguments of
-    :func:`sbn_jax.functional.spectral_batch_norm` of the same names (validated
-    there).
+    :func:`sbn_jax.functional.spectral_batch_norm` of the same names. They are
+    validated here, when the value is built, since every path (the SBN and
+    family functions, hence every module) builds one.
     """
 
     per_frequency: bool = False
@@ -96,6 +116,20 @@ class Options:
     separate_real_imag: bool = False
     axis_name: Any = None
     axis_index_groups: Any = None
+
+    def __post_init__(self) -> None:
+        check_fft_norm(self.fft_norm)
+        check_ablation(self.divide_by, self.separate_real_imag)
+        # epsilon=0 is allowed: it is the exact normalization without a floor (what a comparison
+        # with a reference formula wants), and divide_by="constant"/"none" never read epsilon; a
+        # zero variance then divides by zero, as the formula does. A negative epsilon can make
+        # var + epsilon negative: a NaN far from its cause. A traced epsilon (jit without
+        # static_argnames) cannot be checked here.
+        if not isinstance(self.epsilon, jax.core.Tracer) and not 0.0 <= self.epsilon < math.inf:
+            raise ValueError(
+                "epsilon must be a finite number >= 0 (added to the variance); "
+                f"got epsilon={self.epsilon!r}."
+            )
 
     def pmean(self, values: _Tree) -> _Tree:
         """Averages ``values`` across the devices of ``axis_name`` (identity without one)."""

@@ -17,7 +17,9 @@ averages, and they compute the same function in training and evaluation:
 
 Layouts are those of :func:`sbn_jax.functional.spectral_batch_norm` (``axis``,
 ``spatial_axes``; every other axis is a batch axis, over which nothing is
-averaged). As with SBN's channel statistics, under "backward" the output has
+averaged). An empty batch (a batch axis of size 0) has no statistics to get
+wrong, since none are kept: it gives an empty output, in training as in
+evaluation. As with SBN's channel statistics, under "backward" the output has
 RMS about ``scale / sqrt(n)`` for ``n`` spatial positions.
 
 Closed form. With a real affine map, steps 1-4 need no transform, by the
@@ -94,7 +96,8 @@ def resolve_groups(num_features: int, num_groups: int | None, group_size: int | 
 
 
 def _check_count(shape: Sequence[int], layout: Layout, groups: int) -> None:
-    """Refuses statistics of a single value: one bin and one channel per group."""
+    """Refuses statistics of a single value (one bin and one channel per group) or of none."""
+    _checks.check_spatial_sizes(shape, layout)
     bins = math.prod(spectrum_shape(shape, layout)[i] for i in layout.spatial_axes)
     if bins * (shape[layout.feature_axis] // groups) == 1:
         raise ValueError(
@@ -131,29 +134,32 @@ def spectral_group_norm(
       spatial_axes: transformed axes (see :func:`sbn_jax.functional.resolve_layout`).
       fft_norm: ``"backward"`` (the paper's), ``"ortho"`` or ``"forward"``,
         for both transforms.
-      epsilon: added to the variance.
+      epsilon: added to the variance; finite and >= 0.
       dtype: output dtype; default the input's.
       impl: ``"auto"``, ``"closed_form"`` (a real scale and bias only) or
         ``"fft"``; see the module docstring.
 
     Returns:
-      ``y`` with the shape of ``x``.
+      ``y`` with the shape of ``x`` (empty for an empty batch).
+
+    Raises:
+      TypeError: an integer or complex ``x``.
+      ValueError: a bad layout or a spatial axis of size 0; bad groups (see
+        :func:`resolve_groups`); a single value per statistic; an unknown
+        ``fft_norm`` or ``impl``; ``epsilon`` negative or not finite.
     """
     _checks.check_input(x)
-    _checks.check_fft_norm(fft_norm)
     layout = resolve_layout(x.ndim, axis, spatial_axes)
     channels = x.shape[layout.feature_axis]
     groups = resolve_groups(channels, num_groups, group_size)
     _check_count(x.shape, layout, groups)
-    norm = cast(FftNorm, fft_norm)
+    options = Options(fft_norm=cast(FftNorm, fft_norm), epsilon=epsilon)  # Checks both.
     out_dtype = x.dtype if dtype is None else dtype
     x = x.astype(compute_dtype(x.dtype))
     if _resolve_impl(impl, scale, bias) == "closed_form":
-        y = _closed_form_group_norm(
-            x, groups, scale, bias, layout, Options(fft_norm=norm, epsilon=epsilon)
-        )
+        y = _closed_form_group_norm(x, groups, scale, bias, layout, options)
     else:
-        y = _transform_group_norm(x, groups, scale, bias, layout, norm, epsilon)
+        y = _transform_group_norm(x, groups, scale, bias, layout, options.fft_norm, epsilon)
     return y.astype(out_dtype)
 
 
@@ -215,7 +221,9 @@ def _transform_group_norm(
     spatial = tuple(range(nb + 1, x.ndim))
     moved_layout = Layout(x.ndim, nb, spatial, tuple(range(nb)))
     spectrum = _spectrum.rfftn_last(moved, spatial, norm)
-    grouped = spectrum.reshape(*spectrum.shape[:nb], groups, -1, *spectrum.shape[nb + 1 :])
+    # The group size is spelled out: an empty batch leaves reshape nothing to infer -1 from.
+    group_size = spectrum.shape[nb] // groups
+    grouped = spectrum.reshape(*spectrum.shape[:nb], groups, group_size, *spectrum.shape[nb + 1 :])
     reduce = tuple(range(nb + 1, grouped.ndim))  # A group's channels and every bin.
     mean = jnp.mean(grouped, axis=reduce, keepdims=True)
     centered = grouped - mean

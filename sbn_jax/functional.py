@@ -42,6 +42,26 @@ of one signature in :data:`IMPLEMENTATIONS`, chosen in :func:`resolve_impl`:
   peak with contraction sizes this small. The accelerator threshold is the
   design's (matmul DFTs beat FFT libraries at ResNet sizes 7-56 on matrix
   units), not yet measured.
+
+Errors. Every bad input raises a ``TypeError`` (an integer or complex ``x``)
+or a ``ValueError`` that names the argument and what is expected:
+
+* the layout: no spatial axis; an axis out of range or repeated; a spatial
+  axis that is the feature axis; a spatial axis of size 0;
+* the options: an unknown ``fft_norm``, ``impl``, ``divide_by`` or
+  ``running_variance``; ``separate_real_imag`` without ``divide_by="std"``;
+  ``impl="closed_form"`` beyond its cases; ``epsilon`` negative or not finite
+  (0, no floor, is allowed); ``momentum`` outside [0, 1] (checked in
+  :func:`update_running_statistics`, so on a module's first training step);
+* training on an empty batch (a batch axis of size 0: its statistics, and the
+  running averages with them, would be NaN) or with a single value per
+  statistic (as torch's BatchNorm refuses it);
+* running statistics missing with ``use_running_average``, or (checked
+  whenever given) of another shape than the input's statistics, such as
+  per-frequency ones of another spatial size.
+
+With ``use_running_average`` an empty batch gives an empty output: nothing is
+learned from it. NaN and Inf in ``x`` propagate, as in BatchNorm.
 """
 
 from __future__ import annotations
@@ -54,7 +74,6 @@ import jax
 import jax.numpy as jnp
 
 from sbn_jax import _checks, _closed_form, _spectrum
-from sbn_jax._checks import check_ablation
 from sbn_jax._layout import (
     DIVIDE_BY,
     FFT_NORMS,
@@ -62,6 +81,7 @@ from sbn_jax._layout import (
     Layout,
     Options,
     Statistics,
+    check_ablation,
     is_complex_affine,
     resolve_layout,
     spectrum_shape,
@@ -143,7 +163,13 @@ def update_running_statistics(
     The batch variance is multiplied by ``variance_factor`` first (1: the biased
     batch variance; see :func:`running_variance_factor`). PyTorch's and the
     paper's ``momentum`` (lambda) is ``1 - momentum`` here.
+
+    Raises:
+      ValueError: ``momentum`` outside [0, 1] (0 keeps the batch's statistics,
+        1 freezes the running ones; beyond, the average diverges). Every module
+        updates through here, so they refuse it on their first training step.
     """
+    _checks.check_momentum(momentum)
     batch = batch._replace(
         var=batch.var * variance_factor,
         var_imag=None if batch.var_imag is None else batch.var_imag * variance_factor,
@@ -305,9 +331,8 @@ def spectral_batch_norm(
       fft_norm: ``"backward"`` (the paper's; output RMS about ``scale / sqrt(n)``
         for ``n`` positions), ``"ortho"`` (about ``scale``) or ``"forward"``, for
         both transforms, so that they are an exact inverse pair.
-      epsilon: added to the variance.
-      axis_name: pmap/shard_map axis for cross-device statistics.
-      axis_index_groups: device groups for the statistics.
+      epsilon: added to the variance; finite and >= 0 (0: no floor).
+      axis_name, axis_index_groups: pmap/shard_map axis and device groups.
       impl: ``"auto"``, ``"fft"``, ``"closed_form"`` or ``"matmul"`` (see the
         module docstring); all compute the same function.
       dtype: output dtype; default the input's.
@@ -325,19 +350,15 @@ def spectral_batch_norm(
     Returns:
       ``(y, stats)``: ``y`` with the shape of ``x`` and the statistics used:
       the batch's in training (to feed :func:`update_running_statistics`), or
-      ``running`` when ``use_running_average``.
+      ``running`` when ``use_running_average`` (an empty batch: an empty ``y``).
+
+    Raises:
+      TypeError, ValueError: as listed under "Errors" in the module docstring.
     """
     _checks.check_input(x)
-    _checks.check_fft_norm(fft_norm)
-    check_ablation(divide_by, separate_real_imag)
-    layout = resolve_layout(x.ndim, axis, spatial_axes)
-    complex_affine = is_complex_affine(scale, bias)
-    implementation = IMPLEMENTATIONS[
-        resolve_impl(impl, per_frequency, x.shape, layout, separate_real_imag, complex_affine)
-    ]
     options = Options(
         per_frequency=per_frequency,
-        fft_norm=cast(FftNorm, fft_norm),  # Checked above.
+        fft_norm=cast(FftNorm, fft_norm),  # Options checks it.
         epsilon=epsilon,
         use_mean=use_mean,
         divide_by=divide_by,
@@ -345,6 +366,11 @@ def spectral_batch_norm(
         axis_name=axis_name,
         axis_index_groups=axis_index_groups,
     )
+    layout = resolve_layout(x.ndim, axis, spatial_axes)
+    complex_affine = is_complex_affine(scale, bias)
+    implementation = IMPLEMENTATIONS[
+        resolve_impl(impl, per_frequency, x.shape, layout, separate_real_imag, complex_affine)
+    ]
     running = _checks.statistics_to_use(x, layout, options, running, use_running_average)
     xc = x.astype(compute_dtype(x.dtype))
     y, stats = implementation(xc, running, scale, bias, layout, options)
@@ -379,6 +405,10 @@ def apply_with_running_statistics(
     Returns:
       ``(y, running)``: the output and the running statistics to store, which
       are the ones given unless ``update``.
+
+    Raises:
+      ValueError: as :func:`spectral_batch_norm` and, when it updates,
+        :func:`update_running_statistics` (``momentum`` outside [0, 1]).
     """
     per_frequency = options.get("per_frequency", False)
     layout = resolve_layout(x.ndim, options.get("axis", -1), options.get("spatial_axes"))

@@ -80,7 +80,11 @@ class SpectralBatchNorm(_SpectralOptions):
     ``mean_imag`` and ``var`` (float32; shape ``(C,)``, or per frequency the
     spectrum's shape without batch axes). ``init`` never computes batch
     statistics: it normalizes with the initial running statistics, so that any
-    batch size, even 1, initializes.
+    batch size, even 1, initializes. Training refuses an empty batch (its
+    statistics would be NaN, and the running averages with them); with
+    ``use_running_average`` an empty batch gives an empty output. Bad inputs
+    and options raise the errors listed under "Errors" in
+    :mod:`sbn_jax.functional`.
 
     Attributes:
       use_running_average: normalize with the running statistics (eval).
@@ -93,12 +97,13 @@ class SpectralBatchNorm(_SpectralOptions):
         then has RMS about ``scale / sqrt(n)``), "ortho" (unitary: the output has
         unit RMS, so after a BatchNorm SBN is close to the identity) or
         "forward".
-      momentum: decay of the running average (Flax convention; PyTorch's and
-        the paper's momentum is ``1 - momentum``).
+      momentum: decay of the running average, in [0, 1] (Flax convention;
+        PyTorch's and the paper's momentum is ``1 - momentum``); checked on the
+        first training step, where it is used.
       running_variance: "biased" (the batch variance, as Flax's BatchNorm) or
         "paper" (Algorithm 1: times ``n / (n - 1)``, ``n = C * H * W / 2``;
         channel statistics only).
-      epsilon: added to the variance.
+      epsilon: added to the variance; finite and >= 0 (0: no floor).
       dtype: output dtype; default the input's. Spectra are float32.
       param_dtype: dtype of ``scale`` and ``bias``.
       use_bias: learn a per-channel bias (added to the real part of every bin).
@@ -228,11 +233,14 @@ def _spectral_option_names() -> tuple[str, ...]:
 class _SpectralPerExampleNorm(nn.Module):
     """Fields shared by the per-example spectral norms; see :mod:`sbn_jax.family`.
 
+    They keep no statistics, so an empty batch is harmless: it gives an empty
+    output. Bad inputs raise as :func:`sbn_jax.family.spectral_group_norm`.
+
     Attributes:
       axis: the feature axis (-1 for NHWC, 1 for NCHW).
       spatial_axes: axes to transform; default all but axis 0 and ``axis``.
       fft_norm: "backward" (the paper's), "ortho" or "forward".
-      epsilon: added to the variance.
+      epsilon: added to the variance; finite and >= 0.
       dtype: output dtype; default the input's. Spectra are float32.
       param_dtype: dtype of ``scale`` and ``bias``.
       use_bias: learn a per-channel bias (added to the real part of every bin).

@@ -60,6 +60,39 @@ def _statistics_shape(
     return functional.statistics_shape(shape, layout, True)
 
 
+def _check_fits(
+    name: str,
+    x: jax.Array,
+    num_features: int,
+    axis: int,
+    spatial_axes: Sequence[int] | None,
+    spatial_shape: tuple[int, ...] | None = None,
+) -> None:
+    """Refuses an input that the shapes fixed at construction do not fit.
+
+    NNX sizes the parameters and statistics before seeing an input, so a wrong
+    ``num_features`` or ``spatial_shape`` would otherwise surface as a
+    broadcasting error inside JAX. ``spatial_shape`` is None for modules
+    without per-frequency statistics.
+    """
+    layout = functional.resolve_layout(x.ndim, axis, spatial_axes)
+    features = x.shape[layout.feature_axis]
+    if features != num_features:
+        raise ValueError(
+            f"{name} was built with num_features={num_features}, but x of shape "
+            f"{tuple(x.shape)} has {features} features on axis {axis}: expected "
+            f"num_features={features} (or set axis= to the feature axis)."
+        )
+    sizes = layout.spatial_sizes(x.shape)
+    if spatial_shape is not None and sizes != spatial_shape:
+        raise ValueError(
+            f"{name} was built with spatial_shape={spatial_shape} for its per-frequency "
+            f"statistics, but x of shape {tuple(x.shape)} has spatial sizes {sizes} on axes "
+            f"{layout.spatial_axes}: expected spatial_shape={sizes}. Per-frequency statistics "
+            "only apply to the spatial size they were made for."
+        )
+
+
 def _param(use: bool, init: Initializer, features: int, dtype: Dtype, rngs: nnx.Rngs) -> Any:
     """A per-channel ``nnx.Param`` of shape ``(features,)``, or an empty slot."""
     return nnx.Param(init(rngs.params(), (features,), dtype)) if use else nnx.data(None)
@@ -108,6 +141,10 @@ class SpectralBatchNorm(nnx.Module):
     Variables: ``scale``, ``bias`` (``nnx.Param``, shape ``(C,)``) and
     ``mean_real``, ``mean_imag``, ``var`` (``nnx.BatchStat``, float32; with
     ``separate_real_imag`` also ``var_imag``, otherwise ``var_imag`` is None).
+
+    Calling it raises ``ValueError`` when the input's feature size is not
+    ``num_features``, or (per frequency) its spatial sizes are not
+    ``spatial_shape``; otherwise as :class:`sbn_jax.linen.SpectralBatchNorm`.
     """
 
     def __init__(
@@ -157,6 +194,7 @@ class SpectralBatchNorm(nnx.Module):
         self.axis = axis
         self.spatial_axes = None if spatial_axes is None else tuple(spatial_axes)
         self.per_frequency = per_frequency
+        self.spatial_shape = None if spatial_shape is None else tuple(spatial_shape)
         self.fft_norm = fft_norm
         self.momentum = momentum
         self.running_variance = running_variance
@@ -171,6 +209,7 @@ class SpectralBatchNorm(nnx.Module):
 
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         """Normalizes ``x``; the call argument overrides the attribute."""
+        self._check_fits(x)
         if use_running_average is None:
             use_running_average = self.use_running_average
         running = functional.Statistics(
@@ -201,6 +240,17 @@ class SpectralBatchNorm(nnx.Module):
         """Used by ``nnx.view``: sets ``use_running_average`` when given."""
         if use_running_average is not None:
             self.use_running_average = use_running_average
+
+    def _check_fits(self, x: jax.Array, name: str | None = None) -> None:
+        """Refuses an input of another feature size or (per frequency) spatial size."""
+        _check_fits(
+            name or type(self).__name__,
+            x,
+            self.num_features,
+            self.axis,
+            self.spatial_axes,
+            self.spatial_shape if self.per_frequency else None,
+        )
 
 
 class SpatialSpectralBatchNorm(nnx.Module):
@@ -267,9 +317,23 @@ class SpatialSpectralBatchNorm(nnx.Module):
         )
 
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
-        """BatchNorm, then SBN; same shape out."""
+        """BatchNorm, then SBN; same shape out.
+
+        Raises ``ValueError`` as :class:`SpectralBatchNorm` does; the
+        BatchNorm's statistics are then left as they were.
+        """
+        # Checked before the BatchNorm, whose own error on a wrong feature size is a broadcast.
+        self.spectral_batch_norm._check_fits(x, type(self).__name__)
+        # Outside nnx.jit the BatchNorm updates its statistics before SBN checks the batch: a
+        # batch SBN refuses (an empty one would leave NaN) must not change them. The values are
+        # copied: nnx.state holds the variables themselves, which the call overwrites.
+        before = nnx.to_pure_dict(nnx.state(self.batch_norm, nnx.BatchStat))
         x = self.batch_norm(x, use_running_average=use_running_average)
-        return self.spectral_batch_norm(x, use_running_average=use_running_average)
+        try:
+            return self.spectral_batch_norm(x, use_running_average=use_running_average)
+        except ValueError:
+            nnx.update(self.batch_norm, before)
+            raise
 
 
 class SpectralGroupNorm(nnx.Module):
@@ -324,7 +388,12 @@ class SpectralGroupNorm(nnx.Module):
         self.impl = impl
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """Normalizes each example's spectrum with its own statistics; same shape out."""
+        """Normalizes each example's spectrum with its own statistics; same shape out.
+
+        Raises ``ValueError`` when the input's feature size is not
+        ``num_features``; otherwise as :func:`sbn_jax.family.spectral_group_norm`.
+        """
+        _check_fits(type(self).__name__, x, self.num_features, self.axis, self.spatial_axes)
         scale, bias = _affine(self)
         return family.spectral_group_norm(
             x,
