@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from analyses import paired_stats
+from analyses.fashion_mnist_study import VARIANTS as VARIANT_ORDER
 
 PRIMARY = (("sbn34", "bn"), ("sbn34", "2bn34"), ("sbn34", "temperature"))
 SECONDARY = (
@@ -75,8 +76,11 @@ def _points(runs: Mapping[int, Mapping[str, Any]]) -> dict[int, float]:
 
 
 def variant_table(runs: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> dict[str, dict]:
+    """variant -> its row, in the study's order of variants (any others after them)."""
     table = {}
-    for variant, by_seed in runs.items():
+    order = [v for v in VARIANT_ORDER if v in runs] + sorted(set(runs) - set(VARIANT_ORDER))
+    for variant in order:
+        by_seed = runs[variant]
         accuracy = _points(by_seed)
         values = np.array(list(accuracy.values()))
         loss = np.array([run["train_loss"] for run in by_seed.values()])

@@ -1,10 +1,11 @@
 """The scripts behind the tables of README and BENCHMARKS.md run and measure what they say."""
 
 import json
+import math
 
 import pytest
 
-from benchmarks import family, output_scale, overhead
+from benchmarks import family, output_scale, overhead, study_throughput
 
 
 def test_output_scale_after_batch_norm_is_one_over_sqrt_n_with_the_papers_convention():
@@ -38,3 +39,10 @@ def test_family_benchmark_times_each_spectral_norm_against_its_flax_twin(tmp_pat
         assert entry["kind"] == name.split("/")[0]
         twin = results[f"{entry['kind']}/flax"]
         assert entry["time_ratio"] == pytest.approx(entry["median_s"] / twin["median_s"])
+
+
+@pytest.mark.slow
+def test_study_throughput_times_the_train_step_of_both_norms():
+    rates = study_throughput.measure(width=2, repeats=1)
+    assert set(rates) == set(study_throughput.NORMS)
+    assert all(math.isfinite(r) and r > 0 for r in rates.values())
