@@ -174,6 +174,16 @@ def run_one(args, variant: str, seed: int, core: int | None, committer: _Committ
     )
 
 
+def prepare_data(args) -> None:
+    """Builds Fashion-MNIST into ``data_dir`` once, before any run: runs started at once would
+    otherwise each build it and race to rename their copy into place."""
+    from train import input_pipeline, train
+
+    config = train.with_defaults(fashion_mnist_resnet18.get_config(f"bn,{args.per_class}"))
+    config.data_dir, config.manual_dir = args.data_dir, args.manual_dir
+    input_pipeline.builder(config)
+
+
 def finished(args, variant: str, seed: int) -> bool:
     return os.path.exists(os.path.join(args.out, "runs", run_name(variant, seed), RUN_FILES[0]))
 
@@ -204,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         if not finished(args, variant, seed):
             todo.put((variant, seed))
     print(f"{todo.qsize()} runs to do", flush=True)
+    if not todo.empty():
+        prepare_data(args)
     committer = _Committer(args.commit)
 
     def work(core: int | None) -> None:
