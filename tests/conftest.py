@@ -75,6 +75,10 @@ SLOW_ALLOWED = {
     f"{_TRAIN}test_one_step_is_insensitive_to_rounding": "device agreement",
     # Two processes that each start JAX, build the data and compile the loop.
     f"{_TRAIN}test_two_processes_give_the_one_device_state": "two processes",
+    # Two training subprocesses at once, one core each, beside the other worker's tests (60-80 s
+    # alone here, 178 s while the whole suite ran beside it).
+    "tests/test_fashion_mnist_study.py::"
+    "test_a_two_run_sweep_trains_files_its_results_and_resumes_with_nothing_to_do": "two runs",
     # The first of these on a worker also trains the one-device run it compares with.
     **{
         f"{_TRAIN}test_eight_devices_give_the_one_device_state[{kind}-{parallelism}]": "8 devices"
