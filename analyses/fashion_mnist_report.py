@@ -198,10 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="analyses/results/fashion_mnist")
     args = parser.parse_args(argv)
-    result = report(args.out)
-    with open(os.path.join(args.out, "report.json"), "w") as f:
-        json.dump(result, f, indent=1, allow_nan=False)
-    print(markdown(result))
+    from analyses.fashion_mnist_study import write_report
+
+    with open(write_report(args.out)) as f:
+        print(markdown(json.load(f)))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ Order: first the pilot (``bn`` and ``sbn34``, seeds 0-2), then seed after seed e
 so that a stopped sweep has complete pairs. A finished run's ``summary.json``,
 ``test_predictions.npz`` (the predicted class of every test image) and ``block_norms.jsonl``
 (the residual stream's norm after every block, eval mode, every epoch) are copied to
-``OUT/runs/NAME/`` and, with ``--commit``, committed at once. Run again with the same command
+``OUT/runs/NAME/``, ``OUT/report.json`` is rewritten from every run filed so far, and with
+``--commit`` both are committed at once. Run again with the same command
 to continue: finished runs are skipped, an interrupted run resumes from its last checkpoint
 in ``--runs``. ``--workers`` runs that many at once, each on its own CPU core with XLA's
 single-threaded CPU runtime (measured here: two one-core runs of the width-8 ResNet-18 train
@@ -169,7 +170,7 @@ def run_one(args, variant: str, seed: int, core: int | None, committer: _Committ
     minutes = (time.perf_counter() - start) / 60
     print(f"{name}: test accuracy {accuracy:.2%} ({minutes:.1f} min)", flush=True)
     committer.commit(
-        [target, os.path.join(args.out, "settings.json")],
+        [target, os.path.join(args.out, "settings.json"), write_report(args.out)],
         f"Fashion-MNIST study (issue 22): {name}, test accuracy {100 * accuracy:.2f}%",
     )
 
@@ -182,6 +183,22 @@ def prepare_data(args) -> None:
     config = train.with_defaults(fashion_mnist_resnet18.get_config(f"bn,{args.per_class}"))
     config.data_dir, config.manual_dir = args.data_dir, args.manual_dir
     input_pipeline.builder(config)
+
+
+_REPORT_LOCK = threading.Lock()
+
+
+def write_report(out: str) -> str:
+    """Rewrites ``OUT/report.json`` from the runs filed so far (so that the committed report
+    always matches the committed runs, as notebook 07 checks); returns its path."""
+    from analyses import fashion_mnist_report  # It imports this module's VARIANTS.
+
+    path = os.path.join(out, "report.json")
+    with _REPORT_LOCK:
+        result = fashion_mnist_report.report(out)
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1, allow_nan=False)
+    return path
 
 
 def finished(args, variant: str, seed: int) -> bool:

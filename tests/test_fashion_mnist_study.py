@@ -179,5 +179,8 @@ def test_a_two_run_sweep_trains_files_its_results_and_resumes_with_nothing_to_do
         assert [r["step"] for r in norms] == [0, 5, 10]  # At init and after each epoch.
         assert result["variants"][variant]["seeds"] == [0]
     assert result["primary_contrasts"] == []  # One seed: no paired interval yet.
+    # The report filed with the runs is the one their files give (notebook 07 checks it).
+    committed = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert committed == json.loads(json.dumps(result))
     fashion_mnist_study.main(argv)
     assert "0 runs to do" in capsys.readouterr().out
