@@ -13,32 +13,18 @@ import numpy as np
 import pytest
 
 from sbn_jax import models
+from tests.test_train import summary, tiny_config
 from train import checkpoints, input_pipeline, placement, train
-from train.configs import default
 
 EVAL_BATCH = 100  # 360 test images (and the validation split): the last batch is padded.
 BLOCKS = [f"BasicBlock_{i}" for i in range(9)]  # ResNet-20's 3 stages of 3, in call order.
 
 
 def outputs_config(data_dir, **overrides):
-    config = default.get_config()
-    config.data_dir = data_dir
-    config.batch_size = 16
-    config.eval_batch_size = EVAL_BATCH
-    config.num_devices = 1
-    config.num_train_steps = 4
-    config.eval_every_steps = 2
-    config.warmup_epochs = 0.0  # Every step moves the weights (warm-up starts at 0).
-    config.log_every_steps = 2
-    config.checkpoint_every_steps = 2
-    config.progress_bar = False
-    config.update(overrides)
-    return config
-
-
-def summary(workdir):
-    with open(os.path.join(workdir, "summary.json")) as f:
-        return json.load(f)
+    """test_train's tiny run on one device (ReLU, the default) for 4 steps, evaluated every 2."""
+    settings = dict(eval_batch_size=EVAL_BATCH, num_devices=1, num_train_steps=4)
+    settings.update(eval_every_steps=2, activation="relu")
+    return tiny_config(data_dir, **{**settings, **overrides})
 
 
 def block_norm_records(workdir):
