@@ -10,6 +10,7 @@ require agreement to rounding.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -218,6 +219,61 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path, mon
     state = train.train_and_evaluate(config, str(tmp_path))  # The same command again.
     assert_states_close(state, expected, rtol=1e-6)
     assert summary(tmp_path)["test_loss"] == pytest.approx(summary(workdir)["test_loss"], rel=1e-6)
+
+
+def corrupt(checkpoint, how="truncate"):
+    """Truncates every data file of an orbax checkpoint to half, or deletes them."""
+    data_files = [
+        os.path.join(root, name)
+        for root, _, names in os.walk(checkpoint)
+        for name in names
+        if os.path.basename(root) == "d"
+    ]
+    assert data_files, f"no data files under {checkpoint}"
+    for path in data_files:
+        if how == "delete":
+            os.remove(path)
+        else:
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("reference")
+def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(reference, tmp_path, caplog):
+    config, workdir, expected = reference
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    corrupt(run / "checkpoints" / str(STEPS))
+    state = train.train_and_evaluate(config, str(run))  # The same command again.
+    # Resumed from step 4, it ends where the uninterrupted run ended.
+    assert_states_close(state, expected, rtol=1e-6)
+    assert summary(run)["test_loss"] == pytest.approx(summary(workdir)["test_loss"], rel=1e-6)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"step {STEPS} in" in w and "does not restore" in w for w in warnings), warnings
+    # The unreadable checkpoint is kept for inspection, and the run wrote its step anew.
+    assert os.listdir(run / "unreadable_checkpoints") == [str(STEPS)]
+    assert sorted(os.listdir(run / "checkpoints")) == ["2", "4", str(STEPS)]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("reference")
+def test_no_readable_checkpoint_is_a_clear_error(reference, tmp_path):
+    config, workdir, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    corrupt(run / "checkpoints" / "2", how="delete")  # Missing files.
+    for step in (4, STEPS):
+        corrupt(run / "checkpoints" / str(step))
+    with pytest.raises(train.CheckpointRestoreError) as raised:
+        train.train_and_evaluate(config, str(run))
+    message = str(raised.value)
+    assert str(run / "checkpoints") in message
+    assert all(f"step {step}: " in message for step in (2, 4, STEPS)), message
+    assert "move that directory away" in message and len(message.splitlines()) == 1
+    # Nothing is moved or deleted when no checkpoint restores.
+    assert sorted(os.listdir(run / "checkpoints")) == ["2", "4", str(STEPS)]
+    assert not (run / "unreadable_checkpoints").exists()
 
 
 @pytest.mark.slow

@@ -3,12 +3,19 @@
 Checkpoints hold the state as arrays replicated over all devices
 (:meth:`train.placement.Placement.to_global`), so a run may resume under
 either placement and on another device count.
+
+A run resumes from the newest checkpoint that restores (:func:`restore_latest`):
+one that fails to read (a torn write, a truncated copy, missing files, another
+model's tree) is skipped with a warning and moved, never deleted, to
+``workdir/unreadable_checkpoints/`` (it may be evidence; and orbax would not
+write a new checkpoint below a step it still lists).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import flax
@@ -16,6 +23,8 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from train.placement import Placement
 
@@ -32,14 +41,68 @@ def checkpoint_manager(
     )
 
 
+class CheckpointRestoreError(RuntimeError):
+    """No checkpoint of a run's directory restores."""
+
+
 def restore_checkpoint(
     manager: ocp.CheckpointManager, placement: Placement, host_state: Any, step: int | None = None
 ) -> Any:
     """Checkpoint ``step`` (default: the latest) as device state, or the ``host_state`` placed on
-    devices when there is no checkpoint."""
+    devices when there is no checkpoint.
+
+    Raises:
+      CheckpointRestoreError: the checkpoint does not restore (no fallback: see
+        :func:`restore_latest` for that).
+    """
     step = manager.latest_step() if step is None else step
     if step is None:
         return placement.put_state(host_state)
+    try:
+        return _restore(manager, placement, host_state, step)
+    except Exception as error:
+        failure = [(step, _first_line(error))]
+        raise CheckpointRestoreError(_none_restores(manager, failure)) from None
+
+
+def restore_latest(
+    manager: ocp.CheckpointManager, placement: Placement, host_state: Any
+) -> tuple[Any, int]:
+    """The newest checkpoint that restores, as device state, and its step.
+
+    Returns ``(host_state on devices, 0)`` when there is no checkpoint. Each newer
+    checkpoint that fails to restore is logged (one warning: its step and the first
+    line of the error) and moved to ``unreadable_checkpoints/`` beside the checkpoint
+    directory, so that the run can write its steps again. Every process tries the
+    same steps and must restore the same one.
+
+    Raises:
+      CheckpointRestoreError: checkpoints exist and none restores; they are left in place.
+    """
+    failures: list[tuple[int, str]] = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            state = _restore(manager, placement, host_state, step)
+        except Exception as error:
+            failures.append((step, _first_line(error)))
+            logging.warning(
+                "Checkpoint step %d in %s does not restore (%s); trying an older one.",
+                step,
+                manager.directory,
+                failures[-1][1],
+            )
+            continue
+        if failures:
+            _set_aside(manager, [failed for failed, _ in failures])
+        return state, step
+    if failures:
+        raise CheckpointRestoreError(_none_restores(manager, failures))
+    return placement.put_state(host_state), 0
+
+
+def _restore(
+    manager: ocp.CheckpointManager, placement: Placement, host_state: Any, step: int
+) -> Any:
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(
             np.shape(x), np.asarray(x).dtype, sharding=placement.replicated
@@ -48,6 +111,43 @@ def restore_checkpoint(
     )
     restored = manager.restore(step, args=ocp.args.StandardRestore(target))
     return placement.from_global(flax.serialization.from_state_dict(host_state, restored))
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+    """Moves checkpoints ``steps`` out of the manager's directory (process 0; all wait)."""
+    directory = os.fspath(manager.directory)
+    aside = os.path.join(os.path.dirname(directory), "unreadable_checkpoints")
+    if jax.process_count() > 1:
+        # Each process must have fallen back to the same step before any of them moves files.
+        multihost_utils.assert_equal(np.asarray(steps), "processes restored different checkpoints")
+    if jax.process_index() == 0:
+        os.makedirs(aside, exist_ok=True)
+        for step in steps:
+            destination = os.path.join(aside, str(step))
+            suffix = 1
+            while os.path.exists(destination):  # The same step may go bad twice.
+                destination, suffix = os.path.join(aside, f"{step}.{suffix}"), suffix + 1
+            shutil.move(os.path.join(directory, str(step)), destination)
+            logging.warning("Moved unreadable checkpoint step %d to %s.", step, destination)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("unreadable checkpoints set aside")
+    manager.reload()
+
+
+def _none_restores(manager: ocp.CheckpointManager, failures: list[tuple[int, str]]) -> str:
+    tried = "; ".join(f"step {step}: {line}" for step, line in failures)
+    return (
+        f"No checkpoint in {manager.directory} restores (tried {tried}). They are left "
+        "as they are. To start this run afresh, move that directory away (e.g. append .bad "
+        "to its name); to resume, put a readable copy of a checkpoint back into it. A "
+        "checkpoint of another config (a different model or optimizer) does not restore "
+        "either: use a new workdir for a new config."
+    )
 
 
 def save_checkpoint(

@@ -26,9 +26,11 @@ from flax.training import train_state
 from sbn_jax import models
 from train import input_pipeline
 from train.checkpoints import (
+    CheckpointRestoreError,
     checkpoint_manager,
     kept_checkpoint,
     restore_checkpoint,
+    restore_latest,
     save_checkpoint,
 )
 from train.configs import default
@@ -37,6 +39,7 @@ from train.placement import PLACEMENTS, make_placement
 from train.progress import NonFiniteLossError, Progress
 
 __all__ = [
+    "CheckpointRestoreError",
     "NonFiniteLossError",
     "TrainState",
     "checkpoint_manager",
@@ -49,6 +52,7 @@ __all__ = [
     "example_outputs",
     "make_placement",
     "restore_checkpoint",
+    "restore_latest",
     "train_and_evaluate",
     "train_step",
     "validate_config",
@@ -332,7 +336,7 @@ def _due(step: int, every: int) -> bool:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates.
+    """Trains ``config`` in ``workdir`` (resuming from its newest readable checkpoint), evaluates.
 
     Writes TensorBoard events and ``summary.json`` to ``workdir`` (process 0) and
     returns the final state as host arrays (with ``validation_fraction``: the
@@ -348,6 +352,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     Raises:
       ValueError: a bad config value, before any work.
       NonFiniteLossError: the loss became NaN/Inf; the last good checkpoint is kept.
+      CheckpointRestoreError: ``workdir`` has checkpoints and none restores (one that does
+        not is skipped with a warning and set aside: :func:`train.checkpoints.restore_latest`).
     """
     start_time = time.perf_counter()
     config = with_defaults(config)
@@ -364,8 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         jax.random.key(config.seed), config, model, image_shape, learning_rate_fn
     )
     manager = checkpoint_manager(workdir, config)
-    state = restore_checkpoint(manager, placement, host_state)
-    start_step = manager.latest_step() or 0
+    state, start_step = restore_latest(manager, placement, host_state)
     train_fn = placement.compile(
         functools.partial(
             train_step,
