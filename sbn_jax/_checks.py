@@ -25,12 +25,12 @@ def check_input(x: jax.Array) -> None:
     dtype = jnp.result_type(x)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError(
-            f"SpectralBatchNorm expects a real floating-point input; got complex {dtype}. "
+            f"SpectralBatchNorm expects a real floating-point input x; got complex {dtype}. "
             "The spectrum is computed inside the layer."
         )
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
-            f"SpectralBatchNorm expects a floating-point input (float32, bfloat16, ...); "
+            f"SpectralBatchNorm expects a floating-point input x (float32, bfloat16, ...); "
             f"got {dtype}. Cast it first, e.g. x.astype(jnp.float32)."
         )
 
@@ -77,7 +77,7 @@ def check_statistic_count(
     if count * group == 1:
         what = "example" if per_frequency else "example with a single frequency bin"
         raise ValueError(
-            f"Expected more than one value per statistic when training, got input shape "
+            f"Expected more than one value per statistic when training, got x of shape "
             f"{tuple(shape)} (one {what}, batch axes {layout.batch_axes}). Use a larger batch, "
             "or use_running_average=True."
         )

@@ -158,9 +158,12 @@ def white_spectrum_std(fft_norm: str, size: int) -> float:
     return FORWARD_SCALE[fft_norm](size) * math.sqrt(size)
 
 
-def _normalize_axis(axis: int, ndim: int, what: str) -> int:
+def _normalize_axis(axis: int, ndim: int, what: str, argument: str) -> int:
     if not -ndim <= axis < ndim:
-        raise ValueError(f"{what} {axis} is out of range for an input of rank {ndim}.")
+        raise ValueError(
+            f"{what} {axis} is out of range for an input of rank {ndim}: {argument} must be in "
+            f"[{-ndim}, {ndim - 1}]."
+        )
     return axis % ndim
 
 
@@ -181,7 +184,7 @@ def resolve_layout(ndim: int, axis: int = -1, spatial_axes: Sequence[int] | None
       ValueError: if there is no spatial axis, or a spatial axis is out of
         range, repeated, or equal to the feature axis.
     """
-    feature_axis = _normalize_axis(axis, ndim, "Feature axis")
+    feature_axis = _normalize_axis(axis, ndim, "Feature axis", "axis")
     if spatial_axes is None:
         spatial = tuple(i for i in range(1, ndim) if i != feature_axis)
         if not spatial:
@@ -194,7 +197,8 @@ def resolve_layout(ndim: int, axis: int = -1, spatial_axes: Sequence[int] | None
         spatial_axes = tuple(spatial_axes)
         if not spatial_axes:
             raise ValueError("spatial_axes must name at least one axis; got an empty sequence.")
-        spatial = tuple(_normalize_axis(a, ndim, "Spatial axis") for a in spatial_axes)
+        argument = f"every entry of spatial_axes={spatial_axes}"
+        spatial = tuple(_normalize_axis(a, ndim, "Spatial axis", argument) for a in spatial_axes)
         if len(set(spatial)) != len(spatial):
             raise ValueError(f"spatial_axes must not repeat an axis; got {spatial_axes}.")
         if feature_axis in spatial:

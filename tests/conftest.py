@@ -16,6 +16,7 @@ import shutil
 import tempfile
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 # The tests compile far more than they run: hundreds of small programs, each executed a few
 # times on tiny batches. LLVM's optimization level 0 halves XLA's CPU compile times (measured:
@@ -34,6 +35,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _OWNS_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWNS_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="sbn_jax_jit_cache_")
+
+
+# Hypothesis profiles for tests/test_fuzz.py. "fuzz" (loaded here, the one `make test` runs): a
+# fixed seed and no example database, so every run draws the same examples; no deadline, since an
+# example's time is mostly XLA compiling a new shape, which varies with the machine's load.
+# "thorough" (pytest tests/test_fuzz.py --hypothesis-profile=thorough): ten times as many, from a
+# new seed each run (Hypothesis prints the seed of a failure).
+settings.register_profile(
+    "fuzz",
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough", parent=settings.get_profile("fuzz"), max_examples=3000, derandomize=False
+)
+settings.load_profile("fuzz")
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,11 @@ def test_spatial_axis_equal_to_feature_axis():
 
 
 def test_spatial_axis_out_of_range_or_repeated_or_empty():
-    with pytest.raises(ValueError, match=r"Spatial axis 7 is out of range.*rank 4"):
+    with pytest.raises(
+        ValueError,
+        match=r"Spatial axis 7 is out of range.*rank 4: every entry of spatial_axes=\(1, 7\) "
+        r"must be in \[-4, 3\]",
+    ):
         _sbn(jnp.ones((2, 4, 4, 3)), spatial_axes=(1, 7))
     with pytest.raises(ValueError, match="must not repeat"):
         _sbn(jnp.ones((2, 4, 4, 3)), spatial_axes=(1, -3))
@@ -58,17 +62,19 @@ def test_spatial_axis_out_of_range_or_repeated_or_empty():
 
 
 def test_feature_axis_out_of_range():
-    with pytest.raises(ValueError, match="Feature axis 5 is out of range"):
+    with pytest.raises(
+        ValueError, match=r"Feature axis 5 is out of range.*rank 4: axis must be in \[-4, 3\]"
+    ):
         _sbn(jnp.ones((2, 4, 4, 3)), axis=5)
 
 
 def test_integer_input_is_refused():
-    with pytest.raises(TypeError, match=r"floating-point input.*int32"):
+    with pytest.raises(TypeError, match=r"floating-point input x .*; got int32"):
         _sbn(jnp.ones((2, 4, 4, 3), jnp.int32))
 
 
 def test_complex_input_is_refused():
-    with pytest.raises(TypeError, match="real floating-point input; got complex"):
+    with pytest.raises(TypeError, match="real floating-point input x; got complex"):
         _sbn(jnp.ones((2, 4, 4, 3), jnp.complex64))
 
 
@@ -87,7 +93,10 @@ def test_unknown_impl_and_closed_form_with_per_frequency():
 
 
 def test_single_example_per_frequency_training_is_refused():
-    with pytest.raises(ValueError, match=r"more than one value per statistic.*one example"):
+    with pytest.raises(
+        ValueError,
+        match=r"more than one value per statistic.*x of shape \(1, 4, 4, 3\).*one example",
+    ):
         _sbn(jnp.ones((1, 4, 4, 3)), per_frequency=True)
 
 
