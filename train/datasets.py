@@ -115,10 +115,23 @@ class DatasetSpec:
     # Where the builder reads manually provided files when config.manual_dir is None; None:
     # tfds's <data_dir>/downloads/manual.
     manual_dir: str | None = None
+    # The training augmentation unless the config sets it (:func:`augmentation`): translation by
+    # up to crop_padding pixels (None: JPEGs, Inception-style crops instead), horizontal flips.
+    crop_padding: int | None = 4
+    random_flip: bool = True
 
 
 SPECS = {
-    "digits": DatasetSpec("digits", "sklearn_digits", 10, (8, 8, 1), DIGITS_MEAN, DIGITS_STD),
+    "digits": DatasetSpec(  # Not mirror-symmetric; 1 pixel of 8 is CIFAR's 4 of 32.
+        "digits",
+        "sklearn_digits",
+        10,
+        (8, 8, 1),
+        DIGITS_MEAN,
+        DIGITS_STD,
+        crop_padding=1,
+        random_flip=False,
+    ),
     "fashion_mnist": DatasetSpec(
         "fashion_mnist",
         fashion_mnist.FashionMnistIdx.name,
@@ -139,6 +152,7 @@ SPECS = {
         IMAGENET_STD,
         eval_split="validation",
         in_memory=False,
+        crop_padding=None,
     ),
     # Tiny ImageNet's 64x64 JPEGs go through the ImageNet preprocessing at image_size (the
     # paper: random crop 224 and flip; resize 256 and center crop 224), with ImageNet's statistics.
@@ -151,6 +165,7 @@ SPECS = {
         IMAGENET_STD,
         eval_split="validation",
         in_memory=False,
+        crop_padding=None,
     ),
     "fake": DatasetSpec("fake", None, 1000, (224, 224, 3), (0.0,) * 3, (1.0,) * 3),
 }
@@ -183,7 +198,8 @@ def dataset_spec(config) -> DatasetSpec:
     else:
         spec = SPECS[config.dataset]
     if config.dataset == "fake":
-        spec = dataclasses.replace(spec, num_classes=config.get("num_classes", spec.num_classes))
+        classes = spec.num_classes if config.num_classes is None else config.num_classes
+        spec = dataclasses.replace(spec, num_classes=classes)
     if config.image_mean is not None or config.image_std is not None:
         spec = _given_statistics(config, spec)
     return spec
@@ -206,6 +222,9 @@ def _tfds_spec(config, name: str, *, with_statistics: bool) -> DatasetSpec:
         (1.0,) * shape[2],
         train_split=config.tfds_train_split,
         eval_split=config.tfds_eval_split,
+        # What the default config gave every data set before the data sets had their own.
+        crop_padding=1,
+        random_flip=False,
     )
     if not with_statistics:
         return spec
@@ -229,12 +248,16 @@ def _given_statistics(config, spec: DatasetSpec) -> DatasetSpec:
 
 
 def check_dataset(config) -> None:
-    """Raises ValueError on data settings that cannot run, reading no data: an unknown data
-    set (for a tfds one, only its builder's description is read), ``image_size`` with
-    ``pad_to``, or a bad ``train_examples_per_class``."""
+    """Raises ValueError on data settings that cannot run, reading no data (of a tfds data set,
+    its builder's description): an unknown data set, a bad :func:`augmentation`, ``num_classes``
+    but for "fake", ``image_size`` with ``pad_to``, or a bad ``train_examples_per_class``."""
     name = tfds_name(config.dataset)
-    if name is not None:
-        _tfds_spec(config, name, with_statistics=False)
+    spec = (
+        SPECS[config.dataset] if name is None else _tfds_spec(config, name, with_statistics=False)
+    )
+    augmentation(config, spec)
+    if config.num_classes is not None and config.dataset != "fake":
+        raise ValueError(f"num_classes applies to dataset='fake' only, not {config.dataset!r}")
     if config.image_size and config.pad_to:
         raise ValueError("set image_size (resize) or pad_to (zero-pad), not both")
     per_class = config.train_examples_per_class
@@ -245,6 +268,23 @@ def check_dataset(config) -> None:
             )
         if config.train_examples is not None:
             raise ValueError("set train_examples or train_examples_per_class, not both")
+
+
+def augmentation(config, spec: DatasetSpec) -> tuple[int | None, bool]:
+    """``(crop_padding, random_flip)`` of the training augmentation: the config's where set,
+    else ``spec``'s own (``dataset="cifar10"`` on the default config: 4-pixel crops and flips);
+    ``crop_padding`` None: a JPEG data set's Inception-style crops.
+
+    Raises:
+      ValueError: a negative ``crop_padding``, or one for a JPEG data set.
+    """
+    pad, flip = config.crop_padding, config.random_flip
+    if pad is not None and spec.crop_padding is None:
+        message = "take Inception-style random resized crops; leave crop_padding None"
+        raise ValueError(f"crop_padding applies to array images: {spec.name!r}'s JPEGs {message}")
+    if pad is not None and pad < 0:
+        raise ValueError(f"crop_padding must be >= 0, got {pad}")
+    return (spec.crop_padding if pad is None else pad), (spec.random_flip if flip is None else flip)
 
 
 def _given(config, spec: DatasetSpec | None) -> DatasetSpec:
@@ -259,7 +299,7 @@ def image_shape(config, *, spec: DatasetSpec | None = None) -> tuple[int, int, i
       ValueError: ``pad_to`` smaller than the native height or width.
     """
     height, width, channels = _given(config, spec).native_shape
-    size = config.get("image_size")
+    size = config.image_size
     if config.pad_to:
         if config.pad_to < max(height, width):
             raise ValueError(
@@ -280,7 +320,7 @@ def builder(config, *, spec: DatasetSpec | None = None) -> tfds.core.DatasetBuil
       FileNotFoundError: a data set built from a manual directory that lacks its files.
     """
     spec = _given(config, spec)
-    dataset_builder = tfds.builder(spec.tfds_name, data_dir=config.get("data_dir"))
+    dataset_builder = tfds.builder(spec.tfds_name, data_dir=config.data_dir)
     if spec.name != "imagenet2012":  # ImageNet is prepared beforehand (see README).
         # Digits: built from scikit-learn's copy, no network. Fashion-MNIST and Tiny ImageNet:
         # built once from the files in the manual directory. CIFAR and other tfds data sets:
@@ -357,7 +397,7 @@ def num_examples(config, split: str, *, spec: DatasetSpec | None = None) -> int:
     """Examples in ``split`` (counted when tfds's metadata does not know, as under mock data)."""
     spec = _given(config, spec)
     if spec.name == "fake":
-        return config.batch_size * config.get("fake_steps_per_epoch", 100)
+        return config.batch_size * config.fake_steps_per_epoch
     dataset_builder = builder(config, spec=spec)
     known = dataset_builder.info.splits
     if split in known and known[split].num_examples:
@@ -379,8 +419,8 @@ def _percent(fraction: float) -> int:
 def train_split(config, *, spec: DatasetSpec | None = None) -> str:
     """The training split: the dataset's, less its last ``validation_fraction`` if set, or
     only its first ``train_examples`` examples if set (a harder task from the same data)."""
-    split, fraction = _given(config, spec).train_split, config.get("validation_fraction", 0.0)
-    examples = config.get("train_examples")
+    split, fraction = _given(config, spec).train_split, config.validation_fraction
+    examples = config.train_examples
     if examples is not None:
         if fraction:
             raise ValueError("set train_examples or validation_fraction, not both")
@@ -400,7 +440,7 @@ def eval_split(config, which: str = "test", *, spec: DatasetSpec | None = None) 
         return _given(config, spec).eval_split
     if which != "validation":
         raise ValueError(f"which must be 'test' or 'validation', got {which!r}")
-    fraction = config.get("validation_fraction", 0.0)
+    fraction = config.validation_fraction
     if not fraction:
         raise ValueError("a validation split needs config.validation_fraction > 0")
     return f"{_given(config, spec).train_split}[{100 - _percent(fraction)}%:]"

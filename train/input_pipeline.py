@@ -144,7 +144,7 @@ def _eval_steps(config, spec: DatasetSpec, split: str) -> int:
 
 
 def _fake_eval_steps(config) -> int:
-    return config.get("fake_eval_steps", 2)
+    return config.fake_eval_steps
 
 
 # --- Batches. -----------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def _streamed_train(
     while True:
         epoch_seed = config.seed * 1_000_003 + epoch
         ds = _streamed_read(config, spec, split, sharding, shuffle_seed=epoch_seed)
-        ds = ds.shuffle(config.get("shuffle_buffer_size", 16 * local_batch), seed=epoch_seed)
+        ds = ds.shuffle(config.shuffle_buffer_size or 16 * local_batch, seed=epoch_seed)
         ds = ds.take(num_batches * local_batch).enumerate().skip(skip * local_batch)
 
         def example(position, features, epoch=epoch):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from train.datasets import DatasetSpec
+from train.datasets import DatasetSpec, augmentation
 
 # ImageNet evaluation crops the centre ``size / (size + 32)`` of the shorter side (224 of 256).
 IMAGENET_CROP_PADDING = 32
@@ -26,24 +26,24 @@ def preprocessor(config, spec: DatasetSpec, shape, *, train: bool) -> Callable:
     """The transform of ``spec``'s examples to ``shape`` (H, W, C): the random training
     augmentation if ``train``, else the deterministic evaluation transform.
 
-    For the small (uint8 array) data sets, ``config.crop_padding`` and ``config.random_flip``
-    set the training augmentation; a config without them gets 1 pixel and no flip for
-    digits, 4 pixels and flips otherwise. With ``config.pad_to`` the images reach ``shape``
-    by centered zero padding (black borders) rather than by resizing.
+    ``config.crop_padding`` and ``config.random_flip`` set the training augmentation, each
+    where not None, else the data set's own (:func:`train.datasets.augmentation`: digits 1
+    pixel and no flip, CIFAR 4 pixels and flips; the JPEG data sets, ImageNet and Tiny
+    ImageNet, Inception-style crops and flips). With ``config.pad_to`` the images reach
+    ``shape`` by centered zero padding (black borders) rather than by resizing.
 
     Raises:
-      ValueError: ``pad_to`` on a JPEG data set (ImageNet, Tiny ImageNet), which is cropped.
+      ValueError: ``pad_to`` or ``crop_padding`` on a JPEG data set, which is cropped.
     """
-    pad_to = bool(config.get("pad_to"))
+    pad_to = bool(config.pad_to)
+    pad, flip = augmentation(config, spec)
     if spec.name in _JPEG_DATASETS:
         if pad_to:
             raise ValueError(f"pad_to applies to array images, not to {spec.name!r}'s JPEGs")
-        return imagenet_train(spec, shape) if train else imagenet_eval(spec, shape)
+        return imagenet_train(spec, shape, flip) if train else imagenet_eval(spec, shape)
     if not train:
         return small_image_eval(spec, shape, pad_to=pad_to)
-    pad = config.get("crop_padding", 1 if spec.name == "digits" else 4)
-    flip = config.get("random_flip", spec.name != "digits")
-    return small_image_train(spec, shape, pad, flip, pad_to=pad_to)
+    return small_image_train(spec, shape, pad or 0, flip, pad_to=pad_to)
 
 
 def _normalize(image, spec: DatasetSpec):
@@ -110,8 +110,9 @@ def small_image_eval(spec: DatasetSpec, shape, *, pad_to: bool = False) -> Calla
     return preprocess
 
 
-def imagenet_train(spec: DatasetSpec, shape) -> Callable:
-    """Inception-style random resized crop (area 8-100%, ratio 3/4-4/3) and flip of a JPEG."""
+def imagenet_train(spec: DatasetSpec, shape, flip: bool = True) -> Callable:
+    """Inception-style random resized crop (area 8-100%, ratio 3/4-4/3) of a JPEG, and with
+    ``flip`` a random horizontal flip."""
 
     def preprocess(image_bytes, seeds):
         jpeg_shape = tf.image.extract_jpeg_shape(image_bytes)
@@ -128,7 +129,8 @@ def imagenet_train(spec: DatasetSpec, shape) -> Callable:
         window = tf.stack([begin[0], begin[1], size[0], size[1]])
         image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
         image = _resize_bicubic(image, shape)
-        image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
         return _normalize(image, spec)
 
     return preprocess

@@ -42,14 +42,27 @@ def _data(config: ml_collections.ConfigDict) -> None:
     # None: every class's examples; N: N examples of each class, drawn from the training split
     # (after any validation hold-out) by the seed alone, so every variant of a seed sees them.
     config.train_examples_per_class = config_dict.placeholder(int)
-    config.crop_padding = 1  # Random translation by up to this many pixels.
-    config.random_flip = False  # Digits are not mirror-symmetric.
+    # Training augmentation; None: the data set's own (train.datasets.SPECS: digits 1 pixel, no
+    # flip; CIFAR and Fashion-MNIST 4 pixels and flips; "tfds:NAME" 1 pixel, no flip).
+    # crop_padding: random translation by up to this many pixels (zero-pad, then crop back), for
+    # array images only: ImageNet and Tiny ImageNet take Inception-style random resized crops.
+    # random_flip: random horizontal flips (any data set; ImageNet's own: True).
+    config.crop_padding = config_dict.placeholder(int)
+    config.random_flip = config_dict.placeholder(bool)
+    # Streamed data sets (ImageNet, Tiny ImageNet): examples in each process's shuffle buffer;
+    # None: 16 times this process's share of batch_size.
+    config.shuffle_buffer_size = config_dict.placeholder(int)
+    # For dataset="fake" (random images and labels, no data read) only: its number of classes
+    # (None: 1000), training steps per epoch and evaluation steps.
+    config.num_classes = config_dict.placeholder(int)
+    config.fake_steps_per_epoch = 100
+    config.fake_eval_steps = 2
 
 
 def _model(config: ml_collections.ConfigDict) -> None:
-    config.model = "cifar_resnet20"
-    # "none", "bn", "sbn", "bn+sbn", "2bn", or the paper's notation such as "sbn34" / "2bn4".
+    config.model = "cifar_resnet20"  # A name in sbn_jax.models.MODELS.
     config.base_width = config_dict.placeholder(int)  # ResNet/VGG channels of module 1; None: 64.
+    # "none", "bn", "sbn", "bn+sbn", "2bn", or the paper's notation such as "sbn34" / "2bn4".
     config.norm = "bn+sbn"
     config.modules = config_dict.placeholder(tuple)  # None: every norm layer (or the notation's).
     # Passed to SpectralBatchNorm; listed so that --config.sbn_options.KEY=V can change them.
@@ -63,22 +76,22 @@ def _model(config: ml_collections.ConfigDict) -> None:
 
 
 def _optimization(config: ml_collections.ConfigDict) -> None:
-    config.seed = 0
-    config.batch_size = 64
-    config.eval_batch_size = 120
+    config.seed = 0  # Initialization, data order, augmentation and dropout.
+    config.batch_size = 64  # Global (over all devices and processes); sets steps per epoch.
+    config.eval_batch_size = 120  # Global; the last batch is padded and masked.
     config.num_epochs = 30.0
     config.num_train_steps = -1  # > 0 overrides num_epochs.
-    config.warmup_epochs = 2.0
+    config.warmup_epochs = 2.0  # Linear warm-up of the learning rate from 0.
     config.learning_rate = 0.4  # Scaled by batch_size / 256 (see scale_learning_rate).
     config.scale_learning_rate = True
     config.lr_schedule = "cosine"  # or "step": times lr_decay_factor at lr_boundaries_epochs.
-    config.lr_boundaries_epochs = ()
+    config.lr_boundaries_epochs = ()  # Counted from the end of the warm-up.
     config.lr_decay_factor = 0.1
-    config.momentum = 0.9
+    config.momentum = 0.9  # SGD's.
     config.nesterov = True
-    config.weight_decay = 5e-4
+    config.weight_decay = 5e-4  # L2: weight_decay * w added to the gradients.
     config.weight_decay_on = "kernels"  # or "all" (PyTorch's SGD weight_decay, as the paper).
-    config.label_smoothing = 0.0
+    config.label_smoothing = 0.0  # Of the cross-entropy's one-hot targets.
 
 
 def _devices_logging_and_outputs(config: ml_collections.ConfigDict) -> None:
