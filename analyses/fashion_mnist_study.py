@@ -78,9 +78,8 @@ def train_command(args, variant: str, seed: int) -> list[str]:
         f"--config.seed={seed}",
         f"--config.base_width={args.base_width}",
         f"--config.batch_size={args.batch_size}",
-        f"--config.eval_every_steps={steps_per_epoch}",
-        f"--config.checkpoint_every_steps={steps_per_epoch}",
-        # One log line per epoch: its training loss is the mean over the epoch.
+        # Validation and checkpoints: the recipe's once per epoch (eval_every_epochs). One log
+        # line per epoch too: its training loss is the mean over the epoch.
         f"--config.log_every_steps={steps_per_epoch}",
         "--config.num_devices=1",
         "--config.progress_bar=False",

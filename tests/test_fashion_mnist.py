@@ -161,7 +161,8 @@ def test_every_recipe_variant_builds_its_norm_placement(variant):
     assert config.random_flip and config.validation_fraction == 0.1
     assert (config.momentum, config.nesterov, config.learning_rate) == (0.9, False, 0.1)
     assert config.lr_boundaries_epochs == (90, 136) and config.weight_decay_on == "all"
-    assert config.eval_every_steps == 54_000 // 128
+    # Validation and checkpoints once per epoch (54_000 // 128 steps, by the loop's count).
+    assert config.eval_every_epochs == config.checkpoint_every_epochs == 1.0
     assert config.train_examples_per_class is None
     train.validate_config(config)
 
@@ -169,7 +170,7 @@ def test_every_recipe_variant_builds_its_norm_placement(variant):
 def test_recipe_epochs_argument_keeps_the_decays_at_the_same_fractions():
     config = fashion_mnist_resnet18.get_config("bn,600,15")
     assert (config.num_epochs, config.lr_boundaries_epochs) == (15.0, (7, 10))
-    assert config.train_examples_per_class == 600 and config.eval_every_steps == 6000 // 128
+    assert config.train_examples_per_class == 600 and config.eval_every_epochs == 1.0
     config = fashion_mnist_resnet18.get_config("sbn34,,40")
     assert (config.num_epochs, config.lr_boundaries_epochs) == (40.0, (18, 27))
     assert config.train_examples_per_class is None
@@ -177,7 +178,7 @@ def test_recipe_epochs_argument_keeps_the_decays_at_the_same_fractions():
 
 def test_recipe_takes_images_per_class_and_refuses_bad_arguments():
     config = fashion_mnist_resnet18.get_config("rescale34,100")
-    assert config.train_examples_per_class == 100 and config.eval_every_steps == 1000 // 128
+    assert config.train_examples_per_class == 100 and config.eval_every_epochs == 1.0
     assert config.sbn_options.divide_by == "constant" and not config.sbn_options.use_mean
     assert fashion_mnist_resnet18.get_config().norm == "sbn34"
     with pytest.raises(ValueError, match="variants are"):

@@ -11,7 +11,7 @@ import pytest
 
 from analyses import fashion_mnist_report, fashion_mnist_study, logit_ratio, paired_stats
 from tests.fake_fashion_mnist import write_files
-from train import train
+from train import cadences, train
 from train.configs import fashion_mnist_resnet18
 
 
@@ -45,8 +45,14 @@ def test_a_run_is_the_recipe_at_the_studys_size_with_its_outputs_on(tmp_path):
     assert command[command.index("--workdir") + 1] == str(tmp_path / "runs" / "temperature_s3")
     assert flags["--config.seed"] == "3" and flags["--config.base_width"] == "8"
     assert flags["--config.save_test_predictions"] == flags["--config.record_block_norms"] == "True"
-    # Validation, checkpoints and the logged training loss once per epoch of 6000 images.
-    assert flags["--config.eval_every_steps"] == flags["--config.log_every_steps"] == "46"
+    # Validation, checkpoints and the logged training loss once per epoch of 6000 images: the
+    # recipe's epochs for the first two (a step flag with them would be refused), steps for logs.
+    assert flags["--config.log_every_steps"] == "46"
+    assert not {"--config.eval_every_steps", "--config.checkpoint_every_steps"} & set(flags)
+    recipe = fashion_mnist_resnet18.get_config("temperature,600,15")
+    assert recipe.eval_every_epochs == recipe.checkpoint_every_epochs == 1.0
+    every = cadences.steps(train.with_defaults(recipe), steps_per_epoch=6000 // 128)
+    assert (every.eval, every.checkpoint) == (46, 46)
     assert flags["--config.data_dir"] == str(tmp_path / "tfds")
 
 

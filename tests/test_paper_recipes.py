@@ -92,6 +92,7 @@ def _small_config(name, tmp_path):
     config.data_dir = str(tmp_path / "tfds")
     config.batch_size = config.eval_batch_size = 8
     config.num_train_steps = 2
+    config.eval_every_epochs = config.checkpoint_every_epochs = 0.0  # In steps instead:
     config.eval_every_steps = config.checkpoint_every_steps = config.log_every_steps = 1
     config.parallelism, config.num_devices = "jit", 1
     config.progress_bar = False

@@ -24,7 +24,7 @@ import optax
 from flax.training import train_state
 
 from sbn_jax import models
-from train import input_pipeline
+from train import cadences, input_pipeline
 from train.checkpoints import (
     CheckpointRestoreError,
     checkpoint_manager,
@@ -106,11 +106,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError('lr_schedule="step" needs lr_boundaries_epochs, e.g. (90, 136)')
     if config.validation_fraction:
         input_pipeline.train_split(config)  # Raises on a fraction that is no whole percentage.
-        if not config.eval_every_steps:
-            raise ValueError("validation_fraction > 0 needs eval_every_steps > 0 to select a step")
-    for key in ("log_every_steps", "checkpoint_every_steps"):
-        if config[key] <= 0:
-            raise ValueError(f"{key} must be positive, got {config[key]}")
+    cadences.check(config)  # Each cadence in steps or in epochs, and one to select a step by.
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise ValueError("set num_epochs or num_train_steps to a positive value")
 
@@ -338,9 +334,8 @@ def _due(step: int, every: int) -> bool:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains ``config`` in ``workdir`` (resuming from its newest readable checkpoint), evaluates.
 
-    Writes TensorBoard events and ``summary.json`` to ``workdir`` (process 0) and
-    returns the final state as host arrays (with ``validation_fraction``: the
-    state of the best validation step, the one whose test score is reported).
+    Writes TensorBoard events and ``summary.json`` to ``workdir`` (process 0); returns the final
+    state as host arrays (with ``validation_fraction``: the best validation step's state).
 
     Opt-in outputs, also in ``workdir`` (process 0; see :mod:`train.evaluation`):
     ``save_test_predictions``: ``test_predictions.npz`` from the reported test pass,
@@ -363,6 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     sharding = input_pipeline.Sharding(jax.process_index(), jax.process_count())
     steps_per_epoch = input_pipeline.steps_per_epoch(config)
     total_steps = num_train_steps(config, steps_per_epoch)
+    every = cadences.steps(config, steps_per_epoch)
     learning_rate_fn = create_learning_rate_fn(config, steps_per_epoch)
     model = create_model(config, axis_name=placement.axis_name)
     image_shape = input_pipeline.image_shape(config)
@@ -389,9 +385,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         state, metrics = train_fn(state, placement.put_batch(next(batches)))
         progress.add(step, metrics)
         last = step == total_steps
-        log_now = _due(step, config.log_every_steps) or last
-        checkpoint_now = _due(step, config.checkpoint_every_steps) or last
-        eval_now = _due(step, config.eval_every_steps) and not last
+        log_now = _due(step, every.log) or last
+        checkpoint_now = _due(step, every.checkpoint) or last
+        eval_now = _due(step, every.eval) and not last
         if progress.fetch_due() or log_now or checkpoint_now or eval_now:
             try:
                 fetched = progress.fetch()

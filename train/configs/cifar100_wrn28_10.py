@@ -17,6 +17,6 @@ def get_config():
     config.weight_decay = 5e-4
     config.half_precision = True
     config.log_every_steps = 100
-    config.eval_every_steps = 1950  # Every 5 epochs.
-    config.checkpoint_every_steps = 1950
+    config.eval_every_epochs = 5.0  # 1950 steps at batch 128.
+    config.checkpoint_every_epochs = 5.0
     return config

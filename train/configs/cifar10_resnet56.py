@@ -16,6 +16,6 @@ def get_config():
     config.learning_rate = 0.2  # 0.1 at batch 128.
     config.weight_decay = 1e-4
     config.log_every_steps = 100
-    config.eval_every_steps = 1955  # Every 5 epochs.
-    config.checkpoint_every_steps = 1955
+    config.eval_every_epochs = 5.0  # 1950 steps at batch 128 (390 steps per epoch).
+    config.checkpoint_every_epochs = 5.0
     return config

@@ -6,6 +6,9 @@ python -m train --workdir runs/default --config train/configs/default.py
 import ml_collections
 from ml_collections import config_dict
 
+# The checkpoint cadence when the config sets neither checkpoint_every_steps nor _epochs.
+CHECKPOINT_EVERY_STEPS = 200
+
 
 def get_config() -> ml_collections.ConfigDict:
     """Every setting the loop reads, with its default: the one list of settings."""
@@ -97,15 +100,21 @@ def _optimization(config: ml_collections.ConfigDict) -> None:
 def _devices_logging_and_outputs(config: ml_collections.ConfigDict) -> None:
     config.parallelism = "pmap"  # or "jit" (a Mesh with a "data" axis).
     config.num_devices = -1  # -1: all devices.
-    # Logging and checkpoints.
-    config.log_every_steps = 20
-    config.eval_every_steps = 0  # 0: evaluate at the end only.
+    # Logging, evaluation and checkpoints. Evaluation and checkpoints in steps or in epochs of
+    # the loop's steps per epoch (an epoch cadence keeps its meaning under --config.batch_size),
+    # one key of each pair at most (train/cadences.py).
+    config.log_every_steps = 20  # Training metrics to TensorBoard and the progress bar.
+    config.eval_every_steps = 0  # 0: evaluate at the end only (unless eval_every_epochs).
+    config.eval_every_epochs = 0.0  # > 0: evaluate every this many epochs (rounded to steps).
     # > 0: hold out this fraction of the training split; every evaluation scores it, and the test
     # score is that of the step with the best validation accuracy (the paper's CIFAR protocol).
     config.validation_fraction = 0.0
-    config.checkpoint_every_steps = 200
-    config.max_checkpoints_to_keep = 3
-    config.progress_bar = True
+    # None: every CHECKPOINT_EVERY_STEPS steps, unless checkpoint_every_epochs > 0. The last
+    # step is always checkpointed.
+    config.checkpoint_every_steps = config_dict.placeholder(int)
+    config.checkpoint_every_epochs = 0.0  # > 0: checkpoint every this many epochs.
+    config.max_checkpoints_to_keep = 3  # The newest ones in DIR/checkpoints.
+    config.progress_bar = True  # tqdm's, on process 0.
     # Opt-in outputs for comparing runs per image and per block (train/evaluation.py).
     # True: the test pass summary.json reports (the last state, or the best validation step's)
     # also writes test_predictions.npz: "prediction" (argmax class) and "label" of every test

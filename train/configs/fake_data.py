@@ -14,6 +14,7 @@ def get_config():
     config.num_train_steps = 200
     config.fake_eval_steps = 2
     config.log_every_steps = 20
-    config.eval_every_steps = 0
+    config.eval_every_steps, config.eval_every_epochs = 0, 0.0  # At the end only.
+    config.checkpoint_every_epochs = 0.0
     config.checkpoint_every_steps = 10**9  # Only the final checkpoint.
     return config

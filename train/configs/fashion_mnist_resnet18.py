@@ -41,8 +41,6 @@ VARIANTS = {
     "shrunk_init34": "bn:shrunk_init34",
     "temperature": "bn:temperature",
 }
-TRAIN_EXAMPLES = 54_000  # 9/10 of Fashion-MNIST's 60,000 training images.
-NUM_CLASSES = 10
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -70,8 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.update(model_options)
     config.pad_to = 32
     config.train_examples_per_class = int(per_class) if per_class else None
-    examples = NUM_CLASSES * int(per_class) if per_class else TRAIN_EXAMPLES
-    common.cifar_protocol(config, examples, resnet_schedule=True)
+    common.cifar_protocol(config, resnet_schedule=True)
     if epochs:
         config.num_epochs = float(epochs)
         fractions = [b / 200 for b in config.lr_boundaries_epochs]

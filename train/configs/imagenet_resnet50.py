@@ -36,6 +36,6 @@ def get_config(variant=None):
     config.label_smoothing = 0.0
     config.parallelism = "jit"
     config.log_every_steps = 100
-    config.eval_every_steps = 1251  # Every epoch.
-    config.checkpoint_every_steps = 1251
+    config.eval_every_epochs = 1.0  # 1251 steps at batch 1024.
+    config.checkpoint_every_epochs = 1.0
     return config

@@ -23,10 +23,6 @@ import ml_collections
 
 from train.configs import default
 
-CIFAR_TRAIN_EXAMPLES = 45_000  # 9/10 of CIFAR's 50,000 training images.
-TINY_IMAGENET_TRAIN_EXAMPLES = 100_000
-IMAGENET_TRAIN_EXAMPLES = 1_281_167
-
 
 def paper_config(
     *, dataset: str, model: str, variant: str | None, rows: dict[str, str], table: str
@@ -58,7 +54,7 @@ def paper_config(
     if dataset in ("cifar10", "cifar100"):
         config.image_size = 32
         resnet = dataset == "cifar10" and model.startswith("cifar_resnet")
-        cifar_protocol(config, CIFAR_TRAIN_EXAMPLES, resnet_schedule=resnet)
+        cifar_protocol(config, resnet_schedule=resnet)
     elif dataset == "imagenet2012":
         _imagenet(config)
     elif dataset == "tiny_imagenet":
@@ -85,20 +81,18 @@ def paper_optimization(config: ml_collections.ConfigDict) -> None:
     config.log_every_steps = 100
 
 
-def cifar_protocol(
-    config: ml_collections.ConfigDict, train_examples: int, *, resnet_schedule: bool
-) -> None:
+def cifar_protocol(config: ml_collections.ConfigDict, *, resnet_schedule: bool) -> None:
     """The paper's CIFAR protocol: crops with padding 4 and flips, batch 128, 200 epochs, the
-    last 10% of the training split held out and scored once per epoch (of ``train_examples``
-    images), the best validation epoch scored on test; the step decay of CIFAR-10's ResNets
+    last 10% of the training split held out and scored once per epoch (the loop's epochs, so
+    also of a per-class subset and under another batch size), the best validation epoch
+    scored on test, checkpoints once per epoch; the step decay of CIFAR-10's ResNets
     (``resnet_schedule``: x0.1 at epochs 90 and 136, weight decay 1e-4) or of the others
     (x0.2 at 60, 120 and 160, weight decay 5e-4)."""
     config.crop_padding, config.random_flip = 4, True
     config.batch_size, config.eval_batch_size = 128, 1000
     config.num_epochs = 200.0
     config.validation_fraction = 0.1
-    steps_per_epoch = max(1, train_examples // config.batch_size)
-    config.eval_every_steps = config.checkpoint_every_steps = steps_per_epoch
+    config.eval_every_epochs = config.checkpoint_every_epochs = 1.0
     if resnet_schedule:
         config.lr_boundaries_epochs, config.lr_decay_factor = (90, 136), 0.1
         config.weight_decay = 1e-4
@@ -115,8 +109,7 @@ def _imagenet(config) -> None:
     config.lr_boundaries_epochs, config.lr_decay_factor = (75, 150, 225, 300, 375), 0.1
     config.weight_decay = 1e-4
     config.parallelism = "jit"
-    steps_per_epoch = IMAGENET_TRAIN_EXAMPLES // config.batch_size
-    config.eval_every_steps = config.checkpoint_every_steps = steps_per_epoch
+    config.eval_every_epochs = config.checkpoint_every_epochs = 1.0
 
 
 def _tiny_imagenet(config) -> None:
@@ -127,5 +120,4 @@ def _tiny_imagenet(config) -> None:
     config.num_epochs = 300.0
     config.lr_boundaries_epochs, config.lr_decay_factor = (75, 150, 225), 0.1
     config.weight_decay = 1e-4
-    steps_per_epoch = TINY_IMAGENET_TRAIN_EXAMPLES // config.batch_size
-    config.eval_every_steps = config.checkpoint_every_steps = steps_per_epoch
+    config.eval_every_epochs = config.checkpoint_every_epochs = 1.0
