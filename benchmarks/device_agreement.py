@@ -70,8 +70,12 @@ def disagreement(grads, other) -> float:
     return worst
 
 
-def measure(config, batches) -> dict[str, list[float]]:
-    """Per batch, the ``devices`` and ``nudge`` disagreements at the initial parameters."""
+COMPARISONS = ("devices", "nudge")
+
+
+def measure(config, batches, comparisons=COMPARISONS) -> dict[str, list[float]]:
+    """Per batch, the disagreements named in ``comparisons`` (``devices``, ``nudge``) at the
+    initial parameters; each one compiles its own gradient (8 devices, or one)."""
     model = train.create_model(config)
     state = train.create_train_state(
         jax.random.key(config.seed),
@@ -95,15 +99,18 @@ def measure(config, batches) -> dict[str, list[float]]:
     one_device = jax.jit(jax.grad(loss))
     eight_devices = jax.jit(jax.grad(loss), in_shardings=(replicated, sharded, sharded))
     noise = np.random.default_rng(0)
-    result = {"devices": [], "nudge": []}
+    result: dict[str, list[float]] = {name: [] for name in comparisons}
     for batch in batches:
         images, labels = batch["image"], batch["label"]
         nudged = images * (1 + NUDGE * noise.standard_normal(images.shape)).astype(np.float32)
         reference = one_device(state.params, images, labels)
-        result["devices"].append(
-            disagreement(reference, eight_devices(state.params, images, labels))
-        )
-        result["nudge"].append(disagreement(reference, one_device(state.params, nudged, labels)))
+        if "devices" in result:
+            result["devices"].append(
+                disagreement(reference, eight_devices(state.params, images, labels))
+            )
+        if "nudge" in result:
+            nudged_gradient = one_device(state.params, nudged, labels)
+            result["nudge"].append(disagreement(reference, nudged_gradient))
     return result
 
 

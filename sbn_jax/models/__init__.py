@@ -139,7 +139,7 @@ MODELS: dict[str, Callable[..., _Classifier]] = {
     },
     **{
         f"cifar_resnet{depth}": functools.partial(CifarResNet, depth=depth)
-        for depth in (20, 32, 44, 56, 110)
+        for depth in (8, 20, 32, 44, 56, 110)
     },
     "wrn28_10": functools.partial(WideResNet, depth=28, width=10),
     "vgg11": functools.partial(VGG, depth=11),
