@@ -8,7 +8,8 @@ the same layer under several parametrizations), so the run shares JAX's
 persistent compilation cache through a temporary directory. The variable is set
 by the first process that imports this file and inherited by pytest-xdist
 workers and by the subprocesses that tests start (multi-host runs, notebook
-kernels); the directory is removed when that first process finishes.
+kernels); the directory is removed when that first process finishes, unless the
+caller chose it (``make test-fast`` keeps one between runs).
 """
 
 import os
@@ -35,6 +36,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _OWNS_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWNS_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="sbn_jax_jit_cache_")
+# Every program goes into the cache, however short its compile: most of the tests' programs
+# compile in well under JAX's default threshold of one second, and they are the ones compiled
+# again (by the other worker, by "auto" tracing to the program of the impl it picks, by
+# `make test-fast`, which keeps its cache between runs: Makefile).
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 # Hypothesis profiles for tests/test_fuzz.py. "fuzz" (loaded here, the one `make test` runs): a

@@ -231,25 +231,6 @@ def cases(draw):
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache_every_compile():
-    """Lets the persistent cache (tests/conftest.py) keep programs of any compile time.
-
-    "auto" traces to the very program of the impl it picks, so the cache then
-    serves it instead of XLA compiling it a second time (a quarter of the compiles).
-    """
-    keys = (
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    before = {key: getattr(jax.config, key) for key in keys}
-    for key in keys:
-        jax.config.update(key, 0)
-    yield
-    for key, value in before.items():
-        jax.config.update(key, value)
-
-
 @functools.cache
 def _compiled(**options):
     """One jitted function per set of static options: examples that share them share compiles."""

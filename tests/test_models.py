@@ -1,5 +1,6 @@
 """sbn_jax.models: published parameter counts, the norm switch, placements and errors."""
 
+import functools
 from collections.abc import Mapping
 
 import flax
@@ -236,8 +237,11 @@ def test_every_model_runs_train_and_eval_and_updates_batch_stats(name):
     kwargs = {"width": 1} if name == "wrn28_10" else {}
     model = models.create_model(name, num_classes=7, norm="bn+sbn", **kwargs)
     x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
-    variables = model.init(jax.random.key(0), x, train=False)
-    logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    # Jitted: eager dispatch of the larger models' many operations is slower than compiling.
+    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), x)
+    logits, updates = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
+        variables, x
+    )
     assert logits.shape == (4, 7) and logits.dtype == jnp.float32
     assert np.all(np.isfinite(logits))
     changed = jax.tree_util.tree_map_with_path(
@@ -247,7 +251,7 @@ def test_every_model_runs_train_and_eval_and_updates_batch_stats(name):
     )
     # mean_imag may stay 0: on a 1x1 map (the last stage here) the spectrum is real.
     assert all(jax.tree.leaves(changed)), "every running mean and variance moves in a step"
-    eval_logits = model.apply(variables, x, train=False)
+    eval_logits = jax.jit(functools.partial(model.apply, train=False))(variables, x)
     assert eval_logits.shape == (4, 7)
 
 

@@ -51,7 +51,8 @@ def summary(workdir):
 
 
 # Different device counts sum the batch statistics and gradients in different orders. With
-# GELU (measured on ResNet-20 when this test was written; tiny_config's ResNet-8 is below), after 3 steps at batch 64 the largest difference
+# GELU (measured on ResNet-20 when this test was written; the ResNet-8 of tiny_config, with
+# fewer layers to round through, passes too), after 3 steps at batch 64 the largest difference
 # of a leaf, relative to that leaf's largest value, is 8e-6 with BatchNorm alone and 1.3e-5
 # (channel) / 2.4e-5 (per-frequency) with BN + SBN, in the leaves that start at zero (biases:
 # the difference relative to 3 steps' updates). A BatchNorm's redundant parameters before SBN
@@ -357,6 +358,7 @@ def test_two_processes_give_the_one_device_state(one_device_run, data_dir, tmp_p
         f"--config.{key}={config[key]}"
         for key in (
             "data_dir",
+            "model",
             "batch_size",
             "eval_batch_size",
             "num_train_steps",
