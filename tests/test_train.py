@@ -201,9 +201,7 @@ def test_one_step_is_insensitive_to_rounding(data_dir):
         assert worst("bn+sbn", per_frequency=per_frequency) <= bound, per_frequency
         # The regression fails the bound by a factor 1e4 under the nudge alone: its 8-device
         # compilation would add nothing.
-        regression = worst(
-            "bn+sbn", ("nudge",), per_frequency=per_frequency, redundant_affine=True
-        )
+        regression = worst("bn+sbn", ("nudge",), per_frequency=per_frequency, redundant_affine=True)
         assert regression > 100 * bound, per_frequency
 
 
