@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.test_train import TINY_MODEL
 from train import cadences, datasets, input_pipeline, preprocessing, train
 from train.configs import cifar10_resnet56, default
 
@@ -217,7 +218,7 @@ def test_the_loop_checkpoints_and_evaluates_every_epoch(tmp_path, data_dir):
         record_block_norms=True,
         progress_bar=False,
         num_devices=1,
-        model="cifar_resnet8",  # Compiles in half the default ResNet-20's time.
+        model=TINY_MODEL,
     )
     train.train_and_evaluate(config, str(tmp_path))
     assert sorted(os.listdir(tmp_path / "checkpoints"), key=int) == ["2", "4", "6"]

@@ -27,12 +27,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
 
 
+# The loop tests' model: a ResNet-8, one block per stage (the default ResNet-20's layers and map
+# sizes), compiled in half the time.
+TINY_MODEL = "cifar_resnet8"
+
+
 def tiny_config(data_dir, **overrides):
-    """The default recipe, small: 6 steps of batch 16 through a ResNet-8 (one block per stage:
-    the default ResNet-20's layers and map sizes, compiled in half the time)."""
+    """The default recipe, small: 6 steps of batch 16 through the ResNet-8 ``TINY_MODEL``."""
     config = default.get_config()
     config.data_dir = data_dir
-    config.model = "cifar_resnet8"
+    config.model = TINY_MODEL
     config.batch_size = 16
     config.eval_batch_size = 360
     config.num_train_steps = STEPS
@@ -185,7 +189,7 @@ def test_one_step_is_insensitive_to_rounding(data_dir):
     """
     config = default.get_config()
     config.data_dir, config.batch_size, config.activation = data_dir, 64, "gelu"
-    config.model = tiny_config(data_dir).model
+    config.model = TINY_MODEL
     stream = input_pipeline.train_batches(config)
     batches = [next(stream) for _ in range(2)]
     bound = device_agreement.THRESHOLD
@@ -309,7 +313,7 @@ def test_nan_batch_stops_the_run_and_keeps_the_last_good_checkpoint(
     "overrides, message",
     [
         ({"model": "resnet9000"}, "unknown model 'resnet9000'"),
-        ({"norm": "layer"}, "bad model settings: cifar_resnet8: norm must be one of"),
+        ({"norm": "layer"}, f"bad model settings: {TINY_MODEL}: norm must be one of"),
         ({"norm": "sbn4"}, "CifarResNet has modules 1..3; got modules"),
         ({"dataset": "no_such_data"}, "unknown dataset 'no_such_data'"),
         ({"parallelism": "pjit"}, "unknown parallelism 'pjit'"),
