@@ -4,7 +4,8 @@
 modules, ``SpectralGroupNorm``, ``SpectralLayerNorm`` and
 ``SpectralInstanceNorm`` the per-example spectral norms beyond the paper;
 ``sbn_jax.nnx`` holds their Flax NNX twins, and ``sbn_jax.functional`` and
-``sbn_jax.family`` the pure functions they are built on.
+``sbn_jax.family`` the pure functions they are built on. ``SBNOptions`` is
+the one declaration of SBN's options, shared by all of them.
 """
 
 from sbn_jax import family, functional, nnx
@@ -15,8 +16,10 @@ from sbn_jax.linen import (
     SpectralInstanceNorm,
     SpectralLayerNorm,
 )
+from sbn_jax.options import SBNOptions
 
 __all__ = [
+    "SBNOptions",
     "SpatialSpectralBatchNorm",
     "SpectralBatchNorm",
     "SpectralGroupNorm",

@@ -1,6 +1,6 @@
 """The checks that give every bad input to SBN a clear error naming what was expected.
 
-The options check themselves when an :class:`sbn_jax._layout.Options` is built.
+The options check themselves when an :class:`sbn_jax.options.SBNOptions` is built.
 """
 
 from __future__ import annotations
@@ -11,14 +11,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from sbn_jax._layout import (
-    Layout,
-    Options,
-    Statistics,
-    spectrum_shape,
-    statistics_shape,
-)
+from sbn_jax._layout import Layout, Statistics, spectrum_shape, statistics_shape
+from sbn_jax.options import SBNOptions
 
 
 def check_input(x: jax.Array) -> None:
@@ -53,13 +49,51 @@ def check_spatial_sizes(shape: Sequence[int], layout: Layout) -> None:
         )
 
 
+def check_mask(mask: Any, x: jax.Array, layout: Layout) -> jax.Array | None:
+    """A ``mask`` that selects examples, reshaped to the rank of ``x``; else a clear error.
+
+    SBN's statistics cover whole feature maps (every frequency bin mixes every
+    position), so a mask can select examples only: boolean, broadcastable to
+    ``x`` (NumPy rules) and of size 1 on the feature and spatial axes.
+    """
+    if mask is None:
+        return None
+    dtype = jnp.result_type(mask)
+    if dtype != jnp.bool_:
+        raise TypeError(f"mask must be a boolean array (True: use the example); got {dtype}.")
+    shape = tuple(jnp.shape(mask))
+    example = tuple(n if i in layout.batch_axes else 1 for i, n in enumerate(x.shape))
+    full = (1,) * (x.ndim - len(shape)) + shape
+    if len(shape) > x.ndim or any(m not in (1, n) for m, n in zip(full, x.shape, strict=True)):
+        raise ValueError(
+            f"mask of shape {shape} does not broadcast to x of shape {tuple(x.shape)}; a mask "
+            f"that selects examples has size 1 on the feature and spatial axes, e.g. shape "
+            f"{example}."
+        )
+    whole_maps = [i for i in range(x.ndim) if i not in layout.batch_axes and full[i] != 1]
+    if whole_maps:
+        raise ValueError(
+            f"mask of shape {shape} varies along axes {tuple(whole_maps)} of x (shape "
+            f"{tuple(x.shape)}), which are feature or spatial axes. SBN's statistics cover "
+            "whole feature maps, so a mask selects examples: it must have size 1 on every axis "
+            f"but the batch axes {layout.batch_axes}, e.g. shape {example}."
+        )
+    return jnp.reshape(mask, full)
+
+
 def check_statistic_count(
-    shape: Sequence[int], layout: Layout, per_frequency: bool, group: int
+    shape: Sequence[int],
+    layout: Layout,
+    per_frequency: bool,
+    group: int,
+    mask: jax.Array | None = None,
 ) -> None:
     """Refuses training statistics made from no value or from one (as torch's BatchNorm does).
 
     An empty local batch is an empty global one: every device of a ``pmap``
-    sees the same shape.
+    sees the same shape. A ``mask`` is counted when its values are known
+    (outside ``jit``); a traced mask that selects nothing gives NaN statistics,
+    as a masked ``nn.BatchNorm`` does.
     """
     batch_sizes = tuple(shape[i] for i in layout.batch_axes)
     if 0 in batch_sizes:
@@ -72,6 +106,14 @@ def check_statistic_count(
             "output."
         )
     count = math.prod(batch_sizes)
+    if mask is not None and not isinstance(mask, jax.core.Tracer):
+        batch_shape = tuple(n if i in layout.batch_axes else 1 for i, n in enumerate(shape))
+        count = int(np.sum(np.broadcast_to(np.asarray(mask), batch_shape)))
+        if count * group == 0:
+            raise ValueError(
+                f"mask selects no example of x of shape {tuple(shape)}: training needs "
+                "statistics from at least one example."
+            )
     if not per_frequency:
         count *= math.prod(spectrum_shape(shape, layout)[i] for i in layout.spatial_axes)
     if count * group == 1:
@@ -87,7 +129,7 @@ def check_running(
     running: Statistics | None,
     stats_shape: tuple[int, ...],
     x: jax.Array,
-    options: Options,
+    options: SBNOptions,
 ) -> Statistics:
     """The running statistics, if they fit the input and the options; else a clear error."""
     if running is None:
@@ -114,9 +156,10 @@ def check_running(
 def statistics_to_use(
     x: jax.Array,
     layout: Layout,
-    options: Options,
+    options: SBNOptions,
     running: Statistics | None,
     use_running_average: bool,
+    mask: jax.Array | None = None,
 ) -> Statistics | None:
     """The checked running statistics in eval, or None in training (after checking the count).
 
@@ -130,7 +173,7 @@ def statistics_to_use(
         if use_running_average:
             return checked
     group = reduction_group_size(options.axis_name, options.axis_index_groups)
-    check_statistic_count(x.shape, layout, options.per_frequency, group)
+    check_statistic_count(x.shape, layout, options.per_frequency, group, mask)
     return None
 
 

@@ -51,28 +51,47 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sbn_jax._layout import FORWARD_SCALE, FftNorm, Layout, Options, Statistics, along
+from sbn_jax._layout import FORWARD_SCALE, FftNorm, Layout, Statistics, along
+from sbn_jax.options import SBNOptions
 
 
-def spectral_batch_norm(
+def prepare(x: jax.Array, layout: Layout, options: SBNOptions) -> jax.Array:
+    """The first step of the implementation ``"closed_form"``: none, it works on ``x`` itself."""
+    return x
+
+
+def statistics(
+    x: jax.Array, layout: Layout, options: SBNOptions, mask: jax.Array | None
+) -> Statistics:
+    """The spectral batch statistics per channel, computed in space (see :func:`moments`).
+
+    ``mask`` (None, or boolean of ``x``'s rank with size 1 on every axis but the
+    batch axes) selects the examples: each moment is a sum over examples, so it
+    is the moment of ``x`` with the others zeroed over the fraction selected.
+    """
+    if mask is not None:
+        x = jnp.where(mask, x, jnp.zeros((), x.dtype))
+    mean_real, mean_imag, mean_square = options.pmean(moments(x, layout, options.fft_norm))
+    if mask is not None:
+        fraction = options.fraction_selected(mask, x.dtype)
+        mean_real, mean_imag, mean_square = (
+            mean_real / fraction,
+            mean_imag / fraction,
+            mean_square / fraction,
+        )
+    return Statistics(mean_real, mean_imag, variance(mean_real, mean_imag, mean_square))
+
+
+def normalize(
     x: jax.Array,
-    running: Statistics | None,
+    stats: Statistics,
     scale: jax.Array | None,
     bias: jax.Array | None,
     layout: Layout,
-    options: Options,
-) -> tuple[jax.Array, Statistics]:
-    """SBN with channel statistics, no transform: the implementation ``"closed_form"``.
-
-    The signature every implementation has (see
-    :data:`sbn_jax.functional.IMPLEMENTATIONS`): ``x`` in the compute dtype,
-    ``running`` None in training, and the statistics used returned.
-    """
-    stats = running
-    if stats is None:
-        mean_real, mean_imag, mean_square = options.pmean(moments(x, layout, options.fft_norm))
-        stats = Statistics(mean_real, mean_imag, variance(mean_real, mean_imag, mean_square))
-    return apply(x, stats, scale, bias, layout, options), stats
+    options: SBNOptions,
+) -> jax.Array:
+    """The SBN output for channel statistics ``stats``: :func:`apply`."""
+    return apply(x, stats, scale, bias, layout, options)
 
 
 @functools.lru_cache(maxsize=256)
@@ -183,7 +202,7 @@ def apply(
     scale: jax.Array | None,
     bias: jax.Array | None,
     layout: Layout,
-    options: Options,
+    options: SBNOptions,
     kept: tuple[int, ...] | None = None,
 ) -> jax.Array:
     """SBN output with channel statistics: ``a * x + Re(b) P_r + Im(b) P_i``.

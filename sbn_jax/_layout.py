@@ -1,10 +1,9 @@
-"""The vocabulary every SBN implementation shares: axis roles, statistics, options, shapes.
+"""The vocabulary every SBN implementation shares: axis roles, statistics, shapes.
 
-The options validate themselves (:class:`Options`).
-
-This is the bottom module of the package: the implementations
-(:mod:`sbn_jax._closed_form`, :mod:`sbn_jax._spectrum`, :mod:`sbn_jax._dft`) and
-the public :mod:`sbn_jax.functional` import it, and it imports none of them.
+This is the bottom module of the package: the options (:mod:`sbn_jax.options`),
+the implementations (:mod:`sbn_jax._closed_form`, :mod:`sbn_jax._spectrum`,
+:mod:`sbn_jax._dft`) and the public :mod:`sbn_jax.functional` import it, and it
+imports none of them.
 """
 
 from __future__ import annotations
@@ -12,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 FftNorm = Literal["backward", "ortho", "forward"]
 FFT_NORMS: tuple[FftNorm, ...] = ("ortho", "backward", "forward")
-DIVIDE_BY = ("std", "constant", "none")
 
 # The factor each transform applies for n spatial positions, per fft_norm: the forward
 # transform's and the inverse's (their product is 1/n, which makes them an exact inverse pair).
@@ -76,70 +74,6 @@ class Layout:
     def spatial_sizes(self, shape: Sequence[int]) -> tuple[int, ...]:
         """The sizes of the spatial axes of an input of ``shape``."""
         return tuple(shape[i] for i in self.spatial_axes)
-
-
-def check_fft_norm(fft_norm: str) -> None:
-    """Refuses an ``fft_norm`` that is not one of :data:`FFT_NORMS`."""
-    if fft_norm not in FFT_NORMS:
-        raise ValueError(f"fft_norm must be one of {FFT_NORMS}; got {fft_norm!r}.")
-
-
-def check_ablation(divide_by: str, separate_real_imag: bool) -> None:
-    """Validates the ablation options of :func:`spectral_batch_norm`."""
-    if divide_by not in DIVIDE_BY:
-        raise ValueError(f"divide_by must be one of {DIVIDE_BY}; got {divide_by!r}.")
-    if separate_real_imag and divide_by != "std":
-        raise ValueError(
-            "separate_real_imag=True changes which standard deviations divide the spectrum, so "
-            f'it needs divide_by="std"; got divide_by={divide_by!r}.'
-        )
-
-
-_Tree = TypeVar("_Tree")
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """How the spectrum is normalized: every choice an implementation needs besides its arrays.
-
-    Attributes are the keyword arguments of
-    :func:`sbn_jax.functional.spectral_batch_norm` of the same names. They are
-    validated here, when the value is built, since every path (the SBN and
-    family functions, hence every module) builds one.
-    """
-
-    per_frequency: bool = False
-    fft_norm: FftNorm = "backward"
-    epsilon: float = 1e-5
-    use_mean: bool = True
-    divide_by: str = "std"
-    separate_real_imag: bool = False
-    axis_name: Any = None
-    axis_index_groups: Any = None
-
-    def __post_init__(self) -> None:
-        check_fft_norm(self.fft_norm)
-        check_ablation(self.divide_by, self.separate_real_imag)
-        # epsilon=0 is allowed: it is the exact normalization without a floor (what a comparison
-        # with a reference formula wants), and divide_by="constant"/"none" never read epsilon; a
-        # zero variance then divides by zero, as the formula does. A negative epsilon can make
-        # var + epsilon negative: a NaN far from its cause. A traced epsilon (jit without
-        # static_argnames) cannot be checked here.
-        if not isinstance(self.epsilon, jax.core.Tracer) and not 0.0 <= self.epsilon < math.inf:
-            raise ValueError(
-                "epsilon must be a finite number >= 0 (added to the variance); "
-                f"got epsilon={self.epsilon!r}."
-            )
-
-    def pmean(self, values: _Tree) -> _Tree:
-        """Averages ``values`` across the devices of ``axis_name`` (identity without one)."""
-        if self.axis_name is None:
-            return values
-        return jax.lax.pmean(values, self.axis_name, axis_index_groups=self.axis_index_groups)
-
-    def constant_std(self, spatial_size: int) -> float:
-        """The divisor of ``divide_by="constant"``: see :func:`white_spectrum_std`."""
-        return white_spectrum_std(self.fft_norm, spatial_size)
 
 
 def is_complex_affine(scale: Any, bias: Any) -> bool:

@@ -37,22 +37,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from sbn_jax import _checks, _closed_form, _spectrum
-from sbn_jax._layout import (
-    FftNorm,
-    Layout,
-    Options,
-    Statistics,
-    is_complex_affine,
-    resolve_layout,
-    spectrum_shape,
-)
+from sbn_jax._layout import Layout, Statistics, is_complex_affine, resolve_layout, spectrum_shape
 from sbn_jax.functional import compute_dtype
+from sbn_jax.options import SBNOptions, check_choice
 
 # The keyword arguments of spectral_group_norm that the Flax modules hold as attributes.
 MODULE_OPTIONS = ("axis", "spatial_axes", "fft_norm", "epsilon", "dtype", "impl")
@@ -153,19 +146,18 @@ def spectral_group_norm(
     channels = x.shape[layout.feature_axis]
     groups = resolve_groups(channels, num_groups, group_size)
     _check_count(x.shape, layout, groups)
-    options = Options(fft_norm=cast(FftNorm, fft_norm), epsilon=epsilon)  # Checks both.
+    options = SBNOptions(fft_norm=fft_norm, epsilon=epsilon)  # Checks both.
     out_dtype = x.dtype if dtype is None else dtype
     x = x.astype(compute_dtype(x.dtype))
     if _resolve_impl(impl, scale, bias) == "closed_form":
         y = _closed_form_group_norm(x, groups, scale, bias, layout, options)
     else:
-        y = _transform_group_norm(x, groups, scale, bias, layout, options.fft_norm, epsilon)
+        y = _transform_group_norm(x, groups, scale, bias, layout, options)
     return y.astype(out_dtype)
 
 
 def _resolve_impl(impl: str, scale: jax.Array | None, bias: jax.Array | None) -> str:
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}.")
+    check_choice("impl", impl, IMPLS)
     complex_affine = is_complex_affine(scale, bias)
     if impl == "closed_form" and complex_affine:
         raise ValueError(
@@ -183,7 +175,7 @@ def _closed_form_group_norm(
     scale: jax.Array | None,
     bias: jax.Array | None,
     layout: Layout,
-    options: Options,
+    options: SBNOptions,
 ) -> jax.Array:
     """Steps 1-4 without a transform (see the module docstring); ``x`` in the compute dtype."""
     kept = tuple(sorted((*layout.batch_axes, layout.feature_axis)))
@@ -210,33 +202,27 @@ def _transform_group_norm(
     scale: jax.Array | None,
     bias: jax.Array | None,
     layout: Layout,
-    norm: FftNorm,
-    epsilon: float,
+    options: SBNOptions,
 ) -> jax.Array:
-    """Steps 1-4 with the transforms; ``x`` in the compute dtype."""
+    """Steps 1-4 with SBN's transforms (:mod:`sbn_jax._spectrum`); ``x`` in the compute dtype."""
     # (*batch, C, *spatial): the transforms take the last axes, and the groups split the C axis.
-    order = (*layout.batch_axes, layout.feature_axis, *layout.spatial_axes)
-    moved = jnp.transpose(x, order)
-    nb = len(layout.batch_axes)
-    spatial = tuple(range(nb + 1, x.ndim))
-    moved_layout = Layout(x.ndim, nb, spatial, tuple(range(nb)))
-    spectrum = _spectrum.rfftn_last(moved, spatial, norm)
+    spectrum = _spectrum.transform_last(x, layout, options.fft_norm)
+    values, moved = spectrum.values, spectrum.layout
+    nb = len(moved.batch_axes)
     # The group size is spelled out: an empty batch leaves reshape nothing to infer -1 from.
-    group_size = spectrum.shape[nb] // groups
-    grouped = spectrum.reshape(*spectrum.shape[:nb], groups, group_size, *spectrum.shape[nb + 1 :])
+    group_size = values.shape[nb] // groups
+    grouped = values.reshape(*values.shape[:nb], groups, group_size, *values.shape[nb + 1 :])
     reduce = tuple(range(nb + 1, grouped.ndim))  # A group's channels and every bin.
     mean = jnp.mean(grouped, axis=reduce, keepdims=True)
     centered = grouped - mean
     var = jnp.mean(jnp.real(centered) ** 2 + jnp.imag(centered) ** 2, axis=reduce, keepdims=True)
-    normalized = (centered * jax.lax.rsqrt(var + epsilon)).reshape(spectrum.shape)
+    normalized = (centered * jax.lax.rsqrt(var + options.epsilon)).reshape(values.shape)
     # Complex scale and bias make a complex affine map.
     if scale is not None:
-        normalized = normalized * _spectrum.per_channel(scale, moved_layout, normalized.dtype)
+        normalized = normalized * _spectrum.per_channel(scale, moved, normalized.dtype)
     if bias is not None:
-        normalized = normalized + _spectrum.per_channel(bias, moved_layout, normalized.dtype)
-    sizes = tuple(moved.shape[nb + 1 :])
-    y = _spectrum.irfftn_last(normalized, spatial, sizes, norm)
-    return jnp.transpose(y, _spectrum.inverse_permutation(order))
+        normalized = normalized + _spectrum.per_channel(bias, moved, normalized.dtype)
+    return _spectrum.back_to_space(spectrum, normalized, options.fft_norm)
 
 
 def spectral_layer_norm(x: jax.Array, **kwargs: Any) -> jax.Array:

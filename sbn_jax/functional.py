@@ -22,8 +22,9 @@ axes (every other axis), SBN computes
 Spatial axes are kept in increasing order; the last of them carries the half
 spectrum (``n // 2 + 1`` bins), as in ``jnp.fft.rfftn``.
 
-Three implementations compute the same function (``impl``), each a function
-of one signature in :data:`IMPLEMENTATIONS`, chosen in :func:`resolve_impl`:
+Three implementations compute the same function (``impl``), each an
+:class:`Implementation` in :data:`IMPLEMENTATIONS` (a transform, the
+statistics, the normalization), chosen in :func:`resolve_impl`:
 
 * ``"fft"``: the four steps above, literally (with the spatial axes moved last
   once, where XLA's FFT wants them). The readable reference
@@ -58,7 +59,10 @@ or a ``ValueError`` that names the argument and what is expected:
   statistic (as torch's BatchNorm refuses it);
 * running statistics missing with ``use_running_average``, or (checked
   whenever given) of another shape than the input's statistics, such as
-  per-frequency ones of another spatial size.
+  per-frequency ones of another spatial size;
+* a ``mask`` that is not boolean (``TypeError``), does not broadcast to
+  ``x``, varies along a feature or spatial axis (it can only select
+  examples), or, when its values are known outside ``jit``, selects none.
 
 With ``use_running_average`` an empty batch gives an empty output: nothing is
 learned from it. NaN and Inf in ``x`` propagate, as in BatchNorm.
@@ -68,20 +72,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from sbn_jax import _checks, _closed_form, _spectrum
 from sbn_jax._layout import (
-    DIVIDE_BY,
     FFT_NORMS,
-    FftNorm,
     Layout,
-    Options,
     Statistics,
-    check_ablation,
     is_complex_affine,
     resolve_layout,
     spectrum_shape,
@@ -89,19 +89,21 @@ from sbn_jax._layout import (
     white_spectrum_std,
 )
 from sbn_jax._spectrum import normalize_spectrum, spectrum_statistics
+from sbn_jax.options import DIVIDE_BY, IMPLS, SBNOptions, check_choice
 
 __all__ = [
     "DIVIDE_BY",
     "FFT_NORMS",
     "IMPLEMENTATIONS",
     "IMPLS",
-    "MODULE_OPTIONS",
     "RUNNING_VARIANCES",
+    "Implementation",
     "Layout",
+    "SBNOptions",
     "Statistics",
     "apply_with_running_statistics",
     "batch_norm_affine_before_sbn",
-    "check_ablation",
+    "check_mask",
     "compute_dtype",
     "init_statistics",
     "normalize_spectrum",
@@ -116,37 +118,40 @@ __all__ = [
     "white_spectrum_std",
 ]
 
-Implementation = Callable[
-    [jax.Array, Statistics | None, jax.Array | None, jax.Array | None, Layout, Options],
-    tuple[jax.Array, Statistics],
-]
-# Every implementation computes the same function of (x, running or None for batch statistics,
-# scale, bias, layout, options) and returns (y, the statistics used).
+
+class Implementation(NamedTuple):
+    """One way to compute SBN, as three steps; every one computes the same function.
+
+    Attributes:
+      prepare: ``(x, layout, options) -> prepared``, what the other two steps
+        read: ``x`` itself for the closed form, its spectrum for the transforms
+        (so that statistics and normalization share one forward transform).
+      statistics: ``(prepared, layout, options, mask) -> Statistics``, the
+        batch statistics (of the examples ``mask`` selects, when given).
+      normalize: ``(prepared, stats, scale, bias, layout, options) -> y``, the
+        output for given statistics (the batch's or the running ones).
+
+    ``x`` is in the compute dtype (:func:`compute_dtype`); ``mask`` is None or
+    checked and of ``x``'s rank (see :func:`spectral_batch_norm`).
+    """
+
+    prepare: Callable[[jax.Array, Layout, SBNOptions], Any]
+    statistics: Callable[[Any, Layout, SBNOptions, jax.Array | None], Statistics]
+    normalize: Callable[
+        [Any, Statistics, jax.Array | None, jax.Array | None, Layout, SBNOptions], jax.Array
+    ]
+
+
 IMPLEMENTATIONS: dict[str, Implementation] = {
-    "closed_form": _closed_form.spectral_batch_norm,
-    "fft": _spectrum.fft,
-    "matmul": _spectrum.matmul,
+    "closed_form": Implementation(
+        _closed_form.prepare, _closed_form.statistics, _closed_form.normalize
+    ),
+    "fft": Implementation(_spectrum.fft, _spectrum.statistics, _spectrum.normalize),
+    "matmul": Implementation(_spectrum.matmul, _spectrum.statistics, _spectrum.normalize),
 }
-IMPLS = ("auto", *IMPLEMENTATIONS)
 RUNNING_VARIANCES = ("biased", "paper")
 # Largest spatial size for which "auto" uses the matmul DFT on accelerators.
 MATMUL_MAX_SIZE = 64
-# The keyword arguments of spectral_batch_norm that the Flax modules hold as attributes of the
-# same names and defaults (tests/test_modules.py keeps linen, NNX and this list in step).
-MODULE_OPTIONS = (
-    "axis",
-    "spatial_axes",
-    "per_frequency",
-    "fft_norm",
-    "epsilon",
-    "axis_name",
-    "axis_index_groups",
-    "impl",
-    "dtype",
-    "use_mean",
-    "divide_by",
-    "separate_real_imag",
-)
 
 
 def init_statistics(shape: Sequence[int], separate_real_imag: bool = False) -> Statistics:
@@ -194,10 +199,7 @@ def running_variance_factor(
     Raises:
       ValueError: an unknown name, or ``"paper"`` with per-frequency statistics.
     """
-    if running_variance not in RUNNING_VARIANCES:
-        raise ValueError(
-            f"running_variance must be one of {RUNNING_VARIANCES}; got {running_variance!r}."
-        )
+    check_choice("running_variance", running_variance, RUNNING_VARIANCES)
     if running_variance == "biased":
         return 1.0
     if per_frequency:
@@ -275,8 +277,7 @@ def resolve_impl(
     affine map, else the matmul DFT on accelerators at sizes up to
     :data:`MATMUL_MAX_SIZE`, else the FFT (see the module docstring).
     """
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}.")
+    check_choice("impl", impl, IMPLS)
     beyond_closed_form = {
         "per_frequency=True": per_frequency,
         "separate_real_imag=True": separate_real_imag,
@@ -302,18 +303,9 @@ def spectral_batch_norm(
     bias: jax.Array | None = None,
     running: Statistics | None = None,
     use_running_average: bool = False,
-    axis: int = -1,
-    spatial_axes: Sequence[int] | None = None,
-    per_frequency: bool = False,
-    fft_norm: str = "backward",
-    epsilon: float = 1e-5,
-    axis_name: Any = None,
-    axis_index_groups: Any = None,
-    impl: str = "auto",
-    dtype: Any = None,
-    use_mean: bool = True,
-    divide_by: str = "std",
-    separate_real_imag: bool = False,
+    mask: jax.Array | None = None,
+    options: SBNOptions | None = None,
+    **option_values: Any,
 ) -> tuple[jax.Array, Statistics]:
     """Spectral Batch Normalization of ``x``.
 
@@ -325,27 +317,17 @@ def spectral_batch_norm(
         or None for 0; complex for a complex affine map.
       running: running statistics, needed when ``use_running_average``.
       use_running_average: normalize with ``running`` instead of batch statistics.
-      axis: the feature axis.
-      spatial_axes: transformed axes (see :func:`resolve_layout`).
-      per_frequency: one statistic per (bin, channel) instead of per channel.
-      fft_norm: ``"backward"`` (the paper's; output RMS about ``scale / sqrt(n)``
-        for ``n`` positions), ``"ortho"`` (about ``scale``) or ``"forward"``, for
-        both transforms, so that they are an exact inverse pair.
-      epsilon: added to the variance; finite and >= 0 (0: no floor).
-      axis_name, axis_index_groups: pmap/shard_map axis and device groups.
-      impl: ``"auto"``, ``"fft"``, ``"closed_form"`` or ``"matmul"`` (see the
-        module docstring); all compute the same function.
-      dtype: output dtype; default the input's.
-      use_mean: subtract the spectral mean (False: the paper's ablation
-        "dividing by the standard deviation only").
-      divide_by: ``"std"`` (the paper), ``"constant"`` (every bin by
-        :func:`white_spectrum_std`: the feature map times ``1/sqrt(n)`` under
-        "backward", the ablation "only down-scaling the spectrum") or ``"none"``
-        ("subtracting the mean only"; without ``use_mean`` "gamma/beta alone").
-        The statistics are computed and returned in every case.
-      separate_real_imag: normalize real and imaginary parts with their own
-        variances (the paper's ablation; it reports that this hurts). Needs
-        ``divide_by="std"``; the statistics then carry ``var_imag``.
+      mask: None, or a boolean array that selects the examples the batch
+        statistics come from, as ``nn.BatchNorm``'s ``mask``: broadcastable to
+        ``x`` and of size 1 on the feature and spatial axes (SBN's statistics
+        cover whole feature maps), e.g. ``(N, 1, 1, 1)`` for NHWC. Every
+        example is normalized. Unused with ``use_running_average``.
+      options: an :class:`SBNOptions`; default ``SBNOptions()``.
+      **option_values: fields of :class:`SBNOptions` (``axis``,
+        ``spatial_axes``, ``per_frequency``, ``fft_norm``, ``epsilon``,
+        ``axis_name``, ``axis_index_groups``, ``impl``, ``dtype``,
+        ``use_mean``, ``divide_by``, ``separate_real_imag``), which replace
+        those of ``options``.
 
     Returns:
       ``(y, stats)``: ``y`` with the shape of ``x`` and the statistics used:
@@ -355,26 +337,54 @@ def spectral_batch_norm(
     Raises:
       TypeError, ValueError: as listed under "Errors" in the module docstring.
     """
+    options = SBNOptions.build(options, option_values)
     _checks.check_input(x)
-    options = Options(
-        per_frequency=per_frequency,
-        fft_norm=cast(FftNorm, fft_norm),  # Options checks it.
-        epsilon=epsilon,
-        use_mean=use_mean,
-        divide_by=divide_by,
-        separate_real_imag=separate_real_imag,
-        axis_name=axis_name,
-        axis_index_groups=axis_index_groups,
-    )
-    layout = resolve_layout(x.ndim, axis, spatial_axes)
+    layout = resolve_layout(x.ndim, options.axis, options.spatial_axes)
+    return _normalize(x, layout, options, scale, bias, running, use_running_average, mask)
+
+
+def _normalize(
+    x: jax.Array,
+    layout: Layout,
+    options: SBNOptions,
+    scale: jax.Array | None,
+    bias: jax.Array | None,
+    running: Statistics | None,
+    use_running_average: bool,
+    mask: jax.Array | None,
+) -> tuple[jax.Array, Statistics]:
+    """:func:`spectral_batch_norm` for a checked input, its layout and its options."""
     complex_affine = is_complex_affine(scale, bias)
-    implementation = IMPLEMENTATIONS[
-        resolve_impl(impl, per_frequency, x.shape, layout, separate_real_imag, complex_affine)
-    ]
-    running = _checks.statistics_to_use(x, layout, options, running, use_running_average)
-    xc = x.astype(compute_dtype(x.dtype))
-    y, stats = implementation(xc, running, scale, bias, layout, options)
-    return y.astype(x.dtype if dtype is None else dtype), stats
+    name = resolve_impl(
+        options.impl,
+        options.per_frequency,
+        x.shape,
+        layout,
+        options.separate_real_imag,
+        complex_affine,
+    )
+    implementation = IMPLEMENTATIONS[name]
+    mask = _checks.check_mask(mask, x, layout)
+    running = _checks.statistics_to_use(x, layout, options, running, use_running_average, mask)
+    prepared = implementation.prepare(x.astype(compute_dtype(x.dtype)), layout, options)
+    stats = running
+    if stats is None:
+        stats = implementation.statistics(prepared, layout, options, mask)
+    y = implementation.normalize(prepared, stats, scale, bias, layout, options)
+    return y.astype(x.dtype if options.dtype is None else options.dtype), stats
+
+
+def check_mask(mask: Any, x: jax.Array, options: SBNOptions) -> None:
+    """Refuses a ``mask`` that does not select examples of ``x`` (see :func:`spectral_batch_norm`).
+
+    For callers that hand the mask to another layer first, as the pairs do to
+    their BatchNorm, so that a bad mask gets SBN's error before anything runs.
+    """
+    _checks.check_input(x)
+    layout = resolve_layout(x.ndim, options.axis, options.spatial_axes)
+    _checks.check_mask(mask, x, layout)
+    if mask is not None:
+        _checks.check_statistic_count(x.shape, layout, options.per_frequency, 1, mask)
 
 
 def apply_with_running_statistics(
@@ -384,10 +394,11 @@ def apply_with_running_statistics(
     scale: jax.Array | None,
     bias: jax.Array | None,
     use_running_average: bool,
-    update: bool,
     momentum: float,
     running_variance: str,
-    **options: Any,
+    options: SBNOptions,
+    mask: jax.Array | None = None,
+    layout: Layout | None = None,
 ) -> tuple[jax.Array, Statistics]:
     """The step of the Flax modules: :func:`spectral_batch_norm`, then the running averages.
 
@@ -395,33 +406,32 @@ def apply_with_running_statistics(
       x: the input.
       running: the current running statistics.
       scale, bias: the per-channel parameters, or None.
-      use_running_average: normalize with ``running`` (eval, or initialization).
-      update: fold the batch statistics into ``running`` (training only).
+      use_running_average: normalize with ``running`` (eval, or
+        initialization); otherwise with the batch statistics, which are then
+        folded into the running ones.
       momentum: decay of the moving average.
       running_variance: ``"biased"`` or ``"paper"`` (see
         :func:`running_variance_factor`).
-      **options: the :data:`MODULE_OPTIONS` of :func:`spectral_batch_norm`.
+      options: the :class:`SBNOptions`.
+      mask: the examples the statistics come from, as in
+        :func:`spectral_batch_norm`.
+      layout: ``x``'s layout, when the caller has resolved it from the options
+        already; resolved here otherwise.
 
     Returns:
       ``(y, running)``: the output and the running statistics to store, which
-      are the ones given unless ``update``.
+      are the ones given when ``use_running_average``.
 
     Raises:
       ValueError: as :func:`spectral_batch_norm` and, when it updates,
         :func:`update_running_statistics` (``momentum`` outside [0, 1]).
     """
-    per_frequency = options.get("per_frequency", False)
-    layout = resolve_layout(x.ndim, options.get("axis", -1), options.get("spatial_axes"))
-    factor = running_variance_factor(running_variance, x.shape, layout, per_frequency)
-    y, batch = spectral_batch_norm(
-        x,
-        scale=scale,
-        bias=bias,
-        running=running,
-        use_running_average=use_running_average,
-        **options,
-    )
-    if update and not use_running_average:
+    _checks.check_input(x)
+    if layout is None:
+        layout = resolve_layout(x.ndim, options.axis, options.spatial_axes)
+    factor = running_variance_factor(running_variance, x.shape, layout, options.per_frequency)
+    y, batch = _normalize(x, layout, options, scale, bias, running, use_running_average, mask)
+    if not use_running_average:
         batch = jax.lax.stop_gradient(batch)
         running = update_running_statistics(running, batch, momentum, factor)
     return y, running

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,35 +12,47 @@ import jax
 import jax.numpy as jnp
 
 from sbn_jax import family, functional
+from sbn_jax.options import SBNOptions
 
 Dtype = Any
 Initializer = Any
 
 
-class _SpectralOptions(nn.Module):
-    """The attributes shared by both modules; documented on :class:`SpectralBatchNorm`."""
+def _attributes_of_options() -> dict[str, Any]:
+    """The class body that gives a linen module one attribute per :class:`SBNOptions` field.
 
-    use_running_average: bool | None = None
-    axis: int = -1
-    spatial_axes: Sequence[int] | None = None
-    per_frequency: bool = False
-    fft_norm: str = "backward"
+    ``use_running_average`` comes first, as in ``nn.BatchNorm``.
+    """
+    fields = dataclasses.fields(SBNOptions)
+    annotations = {"use_running_average": "bool | None", **{f.name: f.type for f in fields}}
+    defaults = {"use_running_average": None, **{f.name: f.default for f in fields}}
+    return {"__annotations__": annotations, "__module__": __name__, **defaults}
+
+
+# Any, because mypy cannot see attributes made at run time; the modules read them by name.
+_OptionAttributes: Any = types.new_class(
+    "_OptionAttributes", (nn.Module,), exec_body=lambda ns: ns.update(_attributes_of_options())
+)
+
+
+class _SpectralOptions(_OptionAttributes):
+    """The attributes shared by both modules; documented on :class:`SpectralBatchNorm`.
+
+    Those of :class:`SBNOptions` come from its fields; these are the modules' own.
+    """
+
     momentum: float = 0.99
     running_variance: str = "biased"
-    epsilon: float = 1e-5
-    dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     use_bias: bool = True
     use_scale: bool = True
     bias_init: Initializer = jax.nn.initializers.zeros
     scale_init: Initializer = jax.nn.initializers.ones
-    axis_name: str | None = None
-    axis_index_groups: Any = None
-    impl: str = "auto"
-    use_mean: bool = True
-    divide_by: str = "std"
-    separate_real_imag: bool = False
     complex_affine: bool = False
+
+    def sbn_options(self) -> SBNOptions:
+        """The module's :class:`SBNOptions` (validated here, on each call)."""
+        return SBNOptions(**{name: getattr(self, name) for name in SBNOptions.names()})
 
 
 def _affine_params(module: Any, features: int) -> tuple[jax.Array | None, jax.Array | None]:
@@ -88,40 +101,20 @@ class SpectralBatchNorm(_SpectralOptions):
 
     Attributes:
       use_running_average: normalize with the running statistics (eval).
-      axis: the feature axis (-1 for NHWC, 1 for NCHW).
-      spatial_axes: axes to transform; default all but axis 0 and ``axis``.
-      per_frequency: one statistic per (frequency bin, channel) instead of per
-        channel.
-      fft_norm: "backward" (default: the paper's Eq. 1, an unnormalized forward
-        transform and an inverse divided by the spatial size ``n``; the output
-        then has RMS about ``scale / sqrt(n)``), "ortho" (unitary: the output has
-        unit RMS, so after a BatchNorm SBN is close to the identity) or
-        "forward".
+      (every option): one attribute per field of :class:`sbn_jax.SBNOptions`,
+        with its default (``axis``, ``per_frequency``, ``fft_norm``,
+        ``epsilon``, ``impl``, the ablations, ...), documented there.
       momentum: decay of the running average, in [0, 1] (Flax convention;
         PyTorch's and the paper's momentum is ``1 - momentum``); checked on the
         first training step, where it is used.
       running_variance: "biased" (the batch variance, as Flax's BatchNorm) or
         "paper" (Algorithm 1: times ``n / (n - 1)``, ``n = C * H * W / 2``;
         channel statistics only).
-      epsilon: added to the variance; finite and >= 0 (0: no floor).
-      dtype: output dtype; default the input's. Spectra are float32.
       param_dtype: dtype of ``scale`` and ``bias``.
       use_bias: learn a per-channel bias (added to the real part of every bin).
       use_scale: learn a per-channel scale.
       bias_init: initializer of ``bias``.
       scale_init: initializer of ``scale``.
-      axis_name: pmap/shard_map axis name for cross-device statistics.
-      axis_index_groups: device groups within which statistics are averaged.
-      impl: "auto", "fft", "closed_form" or "matmul"; all compute the same
-        function (see :mod:`sbn_jax.functional`).
-      use_mean: subtract the spectral mean (False with the default
-        ``divide_by``: the paper's ablation "dividing by the std only").
-      divide_by: "std" (the paper), "constant" (a fixed down-scale of the
-        spectrum: the feature map times ``1/sqrt(n)`` under "backward") or
-        "none" ("subtracting the mean only"); see
-        :func:`sbn_jax.functional.spectral_batch_norm`.
-      separate_real_imag: normalize real and imaginary parts with separate
-        variances; adds ``var_imag`` to ``batch_stats``.
       complex_affine: a complex per-channel scale and bias, stored as the real
         params ``scale``, ``bias`` and ``scale_imag``, ``bias_imag`` (these
         start at 0). It can rotate the phase of every bin of a channel: a mix
@@ -132,15 +125,27 @@ class SpectralBatchNorm(_SpectralOptions):
     """
 
     @nn.compact
-    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
-        """Normalizes ``x`` (any layout with one feature and >= 1 spatial axis); same shape out."""
+    def __call__(
+        self,
+        x: jax.Array,
+        use_running_average: bool | None = None,
+        *,
+        mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """Normalizes ``x`` (any layout with one feature and >= 1 spatial axis); same shape out.
+
+        ``mask`` selects the examples the batch statistics (and so the running
+        averages) come from, as in ``nn.BatchNorm``; see
+        :func:`sbn_jax.functional.spectral_batch_norm` for its shapes.
+        """
         use_running_average = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
-        layout = functional.resolve_layout(x.ndim, self.axis, self.spatial_axes)
+        options = self.sbn_options()
+        layout = functional.resolve_layout(x.ndim, options.axis, options.spatial_axes)
         initial = functional.init_statistics(
-            functional.statistics_shape(x.shape, layout, self.per_frequency),
-            self.separate_real_imag,
+            functional.statistics_shape(x.shape, layout, options.per_frequency),
+            options.separate_real_imag,
         )
         running = {
             name: self.variable("batch_stats", name, lambda v=value: v)
@@ -149,20 +154,20 @@ class SpectralBatchNorm(_SpectralOptions):
         }
         scale, bias = _affine_params(self, x.shape[layout.feature_axis])
         # init never computes batch statistics, so that any batch, even one example, initializes.
-        initializing = self.is_initializing()
-        update = not use_running_average and not initializing
+        use_running_average = use_running_average or self.is_initializing()
         y, updated = functional.apply_with_running_statistics(
             x,
             functional.Statistics(**{k: v.value for k, v in running.items()}),
             scale=scale,
             bias=bias,
-            use_running_average=use_running_average or initializing,
-            update=update,
+            use_running_average=use_running_average,
             momentum=self.momentum,
             running_variance=self.running_variance,
-            **{name: getattr(self, name) for name in functional.MODULE_OPTIONS},
+            options=options,
+            mask=mask,
+            layout=layout,
         )
-        if update:
+        if not use_running_average:
             for name, variable in running.items():
                 variable.value = getattr(updated, name)
         return y
@@ -192,8 +197,14 @@ class SpatialSpectralBatchNorm(_SpectralOptions):
     redundant_affine: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
-        """BatchNorm, then SBN; same shape out."""
+    def __call__(
+        self,
+        x: jax.Array,
+        use_running_average: bool | None = None,
+        *,
+        mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """BatchNorm, then SBN; same shape out. ``mask`` goes to both (see SpectralBatchNorm)."""
         use_running_average = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
@@ -208,6 +219,8 @@ class SpatialSpectralBatchNorm(_SpectralOptions):
             axis_name=self.axis_name,
             axis_index_groups=self.axis_index_groups,
         )
+        if mask is not None:
+            functional.check_mask(mask, x, self.sbn_options())
         bn_scale, bn_bias = functional.batch_norm_affine_before_sbn(
             self.per_frequency,
             self.use_scale,
@@ -216,12 +229,12 @@ class SpatialSpectralBatchNorm(_SpectralOptions):
             use_mean=self.use_mean,
         )
         x = nn.BatchNorm(use_scale=bn_scale, use_bias=bn_bias, **shared)(
-            x, use_running_average=use_running_average
+            x, use_running_average=use_running_average, mask=mask
         )
         options = {name: getattr(self, name) for name in _spectral_option_names()}
         if self.spectral_scale_init is not None:
             options["scale_init"] = self.spectral_scale_init
-        return SpectralBatchNorm(**options)(x, use_running_average=use_running_average)
+        return SpectralBatchNorm(**options)(x, use_running_average=use_running_average, mask=mask)
 
 
 def _spectral_option_names() -> tuple[str, ...]:

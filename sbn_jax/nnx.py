@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sbn_jax import family, functional
+from sbn_jax.options import SBNOptions
 
 Dtype = Any
 Initializer = Any
@@ -67,8 +68,8 @@ def _check_fits(
     axis: int,
     spatial_axes: Sequence[int] | None,
     spatial_shape: tuple[int, ...] | None = None,
-) -> None:
-    """Refuses an input that the shapes fixed at construction do not fit.
+) -> functional.Layout:
+    """The layout of ``x``, if the shapes fixed at construction fit it; else a clear error.
 
     NNX sizes the parameters and statistics before seeing an input, so a wrong
     ``num_features`` or ``spatial_shape`` would otherwise surface as a
@@ -91,6 +92,7 @@ def _check_fits(
             f"{layout.spatial_axes}: expected spatial_shape={sizes}. Per-frequency statistics "
             "only apply to the spatial size they were made for."
         )
+    return layout
 
 
 def _param(use: bool, init: Initializer, features: int, dtype: Dtype, rngs: nnx.Rngs) -> Any:
@@ -132,11 +134,12 @@ class SpectralBatchNorm(nnx.Module):
         ``per_frequency=True`` to size the statistics.
       input_ndim: rank of the inputs; needed only with ``per_frequency=True``
         and explicit ``spatial_axes``.
-      fft_norm, momentum, running_variance, epsilon, dtype, param_dtype,
-      use_bias, use_scale, bias_init, scale_init, axis_name, axis_index_groups,
-      impl, use_mean, divide_by, separate_real_imag, complex_affine: as in
-        :class:`sbn_jax.linen.SpectralBatchNorm`.
+      momentum, running_variance, param_dtype, use_bias, use_scale, bias_init,
+      scale_init, complex_affine: as in :class:`sbn_jax.linen.SpectralBatchNorm`.
       rngs: random keys for the parameter initializers.
+      **options: fields of :class:`sbn_jax.SBNOptions` (``axis``,
+        ``per_frequency``, ``fft_norm``, ...), validated here and kept as
+        ``.options``.
 
     Variables: ``scale``, ``bias`` (``nnx.Param``, shape ``(C,)``) and
     ``mean_real``, ``mean_imag``, ``var`` (``nnx.BatchStat``, float32; with
@@ -152,64 +155,59 @@ class SpectralBatchNorm(nnx.Module):
         num_features: int,
         *,
         use_running_average: bool = False,
-        axis: int = -1,
-        spatial_axes: Sequence[int] | None = None,
-        per_frequency: bool = False,
         spatial_shape: Sequence[int] | None = None,
         input_ndim: int | None = None,
-        fft_norm: str = "backward",
         momentum: float = 0.99,
         running_variance: str = "biased",
-        epsilon: float = 1e-5,
-        dtype: Dtype | None = None,
         param_dtype: Dtype = jnp.float32,
         use_bias: bool = True,
         use_scale: bool = True,
         bias_init: Initializer = _ZEROS,
         scale_init: Initializer = _ONES,
-        axis_name: str | None = None,
-        axis_index_groups: Any = None,
-        impl: str = "auto",
-        use_mean: bool = True,
-        divide_by: str = "std",
-        separate_real_imag: bool = False,
         complex_affine: bool = False,
         rngs: nnx.Rngs,
+        **options: Any,
     ):
-        functional.check_ablation(divide_by, separate_real_imag)
+        self.options = SBNOptions.build(None, options)
+        per_frequency = self.options.per_frequency
         shape = _statistics_shape(
-            num_features, per_frequency, spatial_shape, axis, spatial_axes, input_ndim
+            num_features,
+            per_frequency,
+            spatial_shape,
+            self.options.axis,
+            self.options.spatial_axes,
+            input_ndim,
         )
-        initial = functional.init_statistics(shape, separate_real_imag)
+        initial = functional.init_statistics(shape, self.options.separate_real_imag)
         self.mean_real = nnx.BatchStat(initial.mean_real)
         self.mean_imag = nnx.BatchStat(initial.mean_imag)
         self.var = nnx.BatchStat(initial.var)
-        self.var_imag = nnx.BatchStat(initial.var_imag) if separate_real_imag else nnx.data(None)
+        separate = self.options.separate_real_imag
+        self.var_imag = nnx.BatchStat(initial.var_imag) if separate else nnx.data(None)
         self.scale = _param(use_scale, scale_init, num_features, param_dtype, rngs)
         self.bias = _param(use_bias, bias_init, num_features, param_dtype, rngs)
         _imag_params(self, complex_affine, num_features, param_dtype, rngs)
         self.complex_affine = complex_affine
         self.num_features = num_features
         self.use_running_average = use_running_average
-        self.axis = axis
-        self.spatial_axes = None if spatial_axes is None else tuple(spatial_axes)
-        self.per_frequency = per_frequency
         self.spatial_shape = None if spatial_shape is None else tuple(spatial_shape)
-        self.fft_norm = fft_norm
         self.momentum = momentum
         self.running_variance = running_variance
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
-        self.impl = impl
-        self.use_mean = use_mean
-        self.divide_by = divide_by
-        self.separate_real_imag = separate_real_imag
 
-    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
-        """Normalizes ``x``; the call argument overrides the attribute."""
-        self._check_fits(x)
+    def __call__(
+        self,
+        x: jax.Array,
+        use_running_average: bool | None = None,
+        *,
+        mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """Normalizes ``x``; the call argument overrides the attribute.
+
+        ``mask`` selects the examples the batch statistics (and so the running
+        averages) come from, as in ``nnx.BatchNorm``; see
+        :func:`sbn_jax.functional.spectral_batch_norm` for its shapes.
+        """
+        layout = self._check_fits(x)
         if use_running_average is None:
             use_running_average = self.use_running_average
         running = functional.Statistics(
@@ -225,10 +223,11 @@ class SpectralBatchNorm(nnx.Module):
             scale=scale,
             bias=bias,
             use_running_average=use_running_average,
-            update=True,
             momentum=self.momentum,
             running_variance=self.running_variance,
-            **{name: getattr(self, name) for name in functional.MODULE_OPTIONS},
+            options=self.options,
+            mask=mask,
+            layout=layout,
         )
         if not use_running_average:
             self.mean_real[...], self.mean_imag[...], self.var[...] = updated[:3]
@@ -241,15 +240,16 @@ class SpectralBatchNorm(nnx.Module):
         if use_running_average is not None:
             self.use_running_average = use_running_average
 
-    def _check_fits(self, x: jax.Array, name: str | None = None) -> None:
-        """Refuses an input of another feature size or (per frequency) spatial size."""
-        _check_fits(
+    def _check_fits(self, x: jax.Array, name: str | None = None) -> functional.Layout:
+        """``x``'s layout; refuses an input of another feature size or (per frequency) spatial
+        size."""
+        return _check_fits(
             name or type(self).__name__,
             x,
             self.num_features,
-            self.axis,
-            self.spatial_axes,
-            self.spatial_shape if self.per_frequency else None,
+            self.options.axis,
+            self.options.spatial_axes,
+            self.spatial_shape if self.options.per_frequency else None,
         )
 
 
@@ -271,44 +271,40 @@ class SpatialSpectralBatchNorm(nnx.Module):
         num_features: int,
         *,
         use_running_average: bool = False,
-        axis: int = -1,
         momentum: float = 0.99,
-        epsilon: float = 1e-5,
-        dtype: Dtype | None = None,
         param_dtype: Dtype = jnp.float32,
         use_bias: bool = True,
         use_scale: bool = True,
         bias_init: Initializer = _ZEROS,
         scale_init: Initializer = _ONES,
-        axis_name: str | None = None,
-        axis_index_groups: Any = None,
         spectral_scale_init: Initializer | None = None,
         redundant_affine: bool = False,
         rngs: nnx.Rngs,
         **spectral_options: Any,
     ):
+        names = SBNOptions.names()
+        options = SBNOptions.build(None, {k: v for k, v in spectral_options.items() if k in names})
         shared = dict(
             use_running_average=use_running_average,
-            axis=axis,
             momentum=momentum,
-            epsilon=epsilon,
-            dtype=dtype,
             param_dtype=param_dtype,
             bias_init=bias_init,
             scale_init=scale_init,
-            axis_name=axis_name,
-            axis_index_groups=axis_index_groups,
             rngs=rngs,
         )
         bn_scale, bn_bias = functional.batch_norm_affine_before_sbn(
-            spectral_options.get("per_frequency", False),
-            use_scale,
-            use_bias,
-            redundant_affine,
-            use_mean=spectral_options.get("use_mean", True),
+            options.per_frequency, use_scale, use_bias, redundant_affine, options.use_mean
         )
         self.batch_norm = nnx.BatchNorm(
-            num_features, use_scale=bn_scale, use_bias=bn_bias, **shared
+            num_features,
+            use_scale=bn_scale,
+            use_bias=bn_bias,
+            axis=options.axis,
+            epsilon=options.epsilon,
+            dtype=options.dtype,
+            axis_name=options.axis_name,
+            axis_index_groups=options.axis_index_groups,
+            **shared,
         )
         if spectral_scale_init is not None:
             shared["scale_init"] = spectral_scale_init
@@ -316,21 +312,29 @@ class SpatialSpectralBatchNorm(nnx.Module):
             num_features, use_scale=use_scale, use_bias=use_bias, **shared, **spectral_options
         )
 
-    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
-        """BatchNorm, then SBN; same shape out.
+    def __call__(
+        self,
+        x: jax.Array,
+        use_running_average: bool | None = None,
+        *,
+        mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """BatchNorm, then SBN; same shape out. ``mask`` goes to both layers.
 
         Raises ``ValueError`` as :class:`SpectralBatchNorm` does; the
         BatchNorm's statistics are then left as they were.
         """
         # Checked before the BatchNorm, whose own error on a wrong feature size is a broadcast.
         self.spectral_batch_norm._check_fits(x, type(self).__name__)
+        if mask is not None:
+            functional.check_mask(mask, x, self.spectral_batch_norm.options)
         # Outside nnx.jit the BatchNorm updates its statistics before SBN checks the batch: a
         # batch SBN refuses (an empty one would leave NaN) must not change them. The values are
         # copied: nnx.state holds the variables themselves, which the call overwrites.
         before = nnx.to_pure_dict(nnx.state(self.batch_norm, nnx.BatchStat))
-        x = self.batch_norm(x, use_running_average=use_running_average)
+        x = self.batch_norm(x, use_running_average=use_running_average, mask=mask)
         try:
-            return self.spectral_batch_norm(x, use_running_average=use_running_average)
+            return self.spectral_batch_norm(x, use_running_average=use_running_average, mask=mask)
         except ValueError:
             nnx.update(self.batch_norm, before)
             raise

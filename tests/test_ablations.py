@@ -139,8 +139,9 @@ def test_separate_real_imag_gives_unit_variance_to_each_part():
     x = jnp.asarray(np.random.default_rng(8).normal(size=(16, 8, 8, 2)) * 3.0, jnp.float32)
     layout = F.resolve_layout(4)
     spectrum = jnp.fft.rfftn(x, axes=(1, 2))
-    stats = F.spectrum_statistics(spectrum, layout, False, separate_real_imag=True)
-    normalized = F.normalize_spectrum(spectrum, stats, None, None, layout, False, 0.0)
+    options = F.SBNOptions(separate_real_imag=True, epsilon=0.0)
+    stats = F.spectrum_statistics(spectrum, layout, options)
+    normalized = F.normalize_spectrum(spectrum, stats, None, None, layout, options)
     for part in (jnp.real(normalized), jnp.imag(normalized)):
         part = np.asarray(part, np.float64)
         np.testing.assert_allclose(part.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)

@@ -271,9 +271,9 @@ def _apply_with_running(momentum):
         scale=None,
         bias=None,
         use_running_average=False,
-        update=True,
         momentum=momentum,
         running_variance="biased",
+        options=F.SBNOptions(),
     )
 
 

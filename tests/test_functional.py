@@ -188,9 +188,10 @@ def test_channel_normalized_spectrum_has_zero_mean_unit_variance(shape, axis, sp
     x, *_ = _random_case(shape, axis, spatial_axes, False, seed=2)
     layout = F.resolve_layout(len(shape), axis, spatial_axes)
     spectrum = jnp.fft.rfftn(jnp.asarray(x, jnp.float32), axes=layout.spatial_axes, norm="backward")
-    stats = F.spectrum_statistics(spectrum, layout, per_frequency=False)
+    options = F.SBNOptions(epsilon=0.0)
+    stats = F.spectrum_statistics(spectrum, layout, options)
     normalized = np.asarray(
-        F.normalize_spectrum(spectrum, stats, None, None, layout, False, epsilon=0.0), np.complex128
+        F.normalize_spectrum(spectrum, stats, None, None, layout, options), np.complex128
     )
     mean, var = _spectrum_moments(normalized, axis, spatial_axes, False, len(shape))
     chex.assert_trees_all_close(mean, np.zeros_like(mean), atol=1e-5)

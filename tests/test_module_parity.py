@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sbn_jax import family, functional
+from sbn_jax import SBNOptions, family, functional
 from sbn_jax import linen as sbn_linen
 from sbn_jax import nnx as sbn_nnx
+from sbn_jax.models.norms import MODEL_SET_OPTIONS, SBN_OPTIONS
 
 NNX_ONLY = {"num_features", "spatial_shape", "input_ndim", "rngs"}
 PAIR_ONLY = {"spectral_scale_init", "redundant_affine"}
@@ -38,28 +39,93 @@ def _nnx_defaults(cls) -> dict:
     }
 
 
-def test_linen_and_nnx_spectral_batch_norm_have_the_same_options_and_defaults():
-    linen = _linen_defaults(sbn_linen.SpectralBatchNorm)
-    nnx_options = _nnx_defaults(sbn_nnx.SpectralBatchNorm)
-    assert set(nnx_options) - NNX_ONLY == set(linen)
-    assert (linen.pop("use_running_average"), nnx_options.pop("use_running_average")) == (
-        None,
-        False,
+OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SBNOptions)}
+# A value other than the default for every option, each accepted alone: the other truth value
+# for a flag, and these for the rest.
+OTHER_VALUES = {
+    name: not default for name, default in OPTION_DEFAULTS.items() if isinstance(default, bool)
+} | {
+    "axis": 1,
+    "spatial_axes": (2, 3),
+    "fft_norm": "ortho",
+    "epsilon": 1e-3,
+    "axis_name": "batch",
+    "axis_index_groups": ((0, 1),),
+    "impl": "fft",
+    "dtype": jnp.bfloat16,
+    "divide_by": "constant",
+}
+
+
+def test_other_values_cover_every_option():
+    assert set(OTHER_VALUES) == set(SBNOptions.names())
+    for name, value in OTHER_VALUES.items():
+        assert value != OPTION_DEFAULTS[name], name
+
+
+def test_linen_modules_have_one_attribute_per_option_with_its_default():
+    for cls in (sbn_linen.SpectralBatchNorm, sbn_linen.SpatialSpectralBatchNorm):
+        linen = _linen_defaults(cls)
+        assert {k: linen[k] for k in OPTION_DEFAULTS} == OPTION_DEFAULTS, cls
+        for name, value in OTHER_VALUES.items():
+            options = cls(**{name: value}).sbn_options()
+            assert getattr(options, name) == value, (cls, name)
+
+
+def test_linen_and_nnx_spectral_batch_norm_have_the_same_own_arguments_and_defaults():
+    linen = {k: v for k, v in _linen_defaults(sbn_linen.SpectralBatchNorm).items()}
+    own = {k: v for k, v in linen.items() if k not in OPTION_DEFAULTS}
+    nnx_own = _nnx_defaults(sbn_nnx.SpectralBatchNorm)
+    assert set(nnx_own) - NNX_ONLY == set(own)
+    assert (own.pop("use_running_average"), nnx_own.pop("use_running_average")) == (None, False)
+    assert {k: v for k, v in nnx_own.items() if k not in NNX_ONLY} == own
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_VALUES))
+def test_nnx_modules_take_every_option_as_a_keyword(name):
+    shapes = {"spatial_shape": (4, 4), "input_ndim": 4}
+    single = sbn_nnx.SpectralBatchNorm(3, rngs=nnx.Rngs(0), **shapes, **{name: OTHER_VALUES[name]})
+    assert getattr(single.options, name) == OTHER_VALUES[name]
+    pair = sbn_nnx.SpatialSpectralBatchNorm(
+        3, rngs=nnx.Rngs(0), **shapes, **{name: OTHER_VALUES[name]}
     )
-    assert {k: v for k, v in nnx_options.items() if k not in NNX_ONLY} == linen
+    assert getattr(pair.spectral_batch_norm.options, name) == OTHER_VALUES[name]
 
 
-def test_module_options_are_attributes_with_the_functional_defaults():
-    functional_defaults = {
-        p.name: p.default
-        for p in inspect.signature(functional.spectral_batch_norm).parameters.values()
-    }
-    linen = _linen_defaults(sbn_linen.SpectralBatchNorm)
-    for name in functional.MODULE_OPTIONS:
-        assert linen[name] == functional_defaults[name], name
-    # Everything spectral_batch_norm takes is a module option, an array or the mode.
-    arrays_and_mode = {"x", "scale", "bias", "running", "use_running_average"}
-    assert set(functional_defaults) == set(functional.MODULE_OPTIONS) | arrays_and_mode
+def test_spectral_batch_norm_maps_keywords_onto_the_options():
+    parameters = inspect.signature(functional.spectral_batch_norm).parameters
+    arrays_and_mode = {"x", "scale", "bias", "running", "use_running_average", "mask"}
+    assert set(parameters) == arrays_and_mode | {"options", "option_values"}
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6, 5, 3)), jnp.float32)
+    by_keyword, _ = functional.spectral_batch_norm(x, per_frequency=True, fft_norm="ortho")
+    given = SBNOptions(per_frequency=True, fft_norm="ortho")
+    by_value, _ = functional.spectral_batch_norm(x, options=given)
+    np.testing.assert_array_equal(by_keyword, by_value)
+    # Keywords replace the fields of a given value, and keep the others.
+    replaced, _ = functional.spectral_batch_norm(x, options=given, fft_norm="backward")
+    backward, _ = functional.spectral_batch_norm(x, per_frequency=True)
+    np.testing.assert_array_equal(replaced, backward)
+    assert not np.allclose(replaced, by_value)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        lambda: functional.spectral_batch_norm(jnp.ones((2, 4, 4, 3)), per_frequncy=True),
+        lambda: sbn_nnx.SpectralBatchNorm(3, rngs=nnx.Rngs(0), per_frequncy=True),
+        lambda: sbn_nnx.SpatialSpectralBatchNorm(3, rngs=nnx.Rngs(0), per_frequncy=True),
+    ],
+    ids=["functional", "nnx", "nnx-pair"],
+)
+def test_an_unknown_option_is_refused_with_the_list_of_options(entry):
+    with pytest.raises(TypeError, match=r"Unknown SBN option\(s\) \['per_frequncy'\]; the options"):
+        entry()
+
+
+def test_the_models_take_every_option_they_do_not_set_themselves():
+    own = set(_linen_defaults(sbn_linen.SpatialSpectralBatchNorm)) - set(OPTION_DEFAULTS)
+    assert set(OPTION_DEFAULTS) | own >= SBN_OPTIONS
+    assert set(OPTION_DEFAULTS) - SBN_OPTIONS == MODEL_SET_OPTIONS
 
 
 def test_linen_and_nnx_group_norms_have_the_same_options_and_the_functional_defaults():

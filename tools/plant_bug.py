@@ -43,7 +43,7 @@ elif bug == "running_variance_factor":
         "var=batch.var * variance_factor * 1.25,",
     )
 elif bug == "no_device_mean":
-    sub("sbn_jax/_layout.py", "        if self.axis_name is None:", "        if True:")
+    sub("sbn_jax/options.py", "        if self.axis_name is None:", "        if True:")
 elif bug == "recipe_wrong_placement":
     sub(
         "train/configs/paper/cifar10_resnet50.py",

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from sbn_jax.linen import SpatialSpectralBatchNorm, SpectralBatchNorm, SpectralGroupNorm
+from sbn_jax.options import SBNOptions
 
 NORMS = ("none", "bn", "sbn", "bn+sbn", "2bn", "gn", "sgn", "gn+sgn")
 # The per-example kinds (GroupNorm and the spectral group norm of sbn_jax.family), and the options
@@ -21,21 +22,15 @@ GROUP_OPTIONS = frozenset({"num_groups", "group_size"})
 SPECTRAL_GROUP_OPTIONS = frozenset(
     {"fft_norm", "impl", "spatial_axes", "use_bias", "use_scale", "complex_affine"}
 )
-SBN_OPTIONS = frozenset(
-    {
-        "per_frequency",
-        "fft_norm",
-        "impl",
-        "spatial_axes",
-        "use_bias",
-        "use_scale",
-        "redundant_affine",
-        "use_mean",
-        "divide_by",
-        "separate_real_imag",
-        "complex_affine",
-    }
-)
+# Every SBN option but those the model sets for all its norm layers alike, and the options of
+# the modules' affine maps and of the BatchNorm before SBN.
+MODEL_SET_OPTIONS = frozenset({"axis", "epsilon", "axis_name", "axis_index_groups", "dtype"})
+SBN_OPTIONS = (frozenset(SBNOptions.names()) - MODEL_SET_OPTIONS) | {
+    "use_bias",
+    "use_scale",
+    "redundant_affine",
+    "complex_affine",
+}
 # The paper's names: "sbn34" = SBN after every BatchNorm of modules 3 and 4, "2bn4" = a second
 # BatchNorm after every BatchNorm of module 4.
 PAPER_NOTATION = re.compile(r"(sbn|2bn)([1-9]+)")
@@ -96,6 +91,8 @@ def check_options(kind: str, options: Mapping[str, Any]) -> None:
         raise ValueError(
             f"sbn_options for norm kind {kind!r} may set {sorted(allowed)}; got {unknown}"
         )
+    # The values too, now rather than at the first call.
+    SBNOptions.build(None, {k: v for k, v in options.items() if k in SBNOptions.names()})
 
 
 def layer_kind(kind: str, modules: tuple[int, ...] | None, module: int | None) -> str:
