@@ -370,6 +370,8 @@ def _normalize(
     stats = running
     if stats is None:
         stats = implementation.statistics(prepared, layout, options, mask)
+        if not options.gradient_through_statistics:
+            stats = jax.lax.stop_gradient(stats)
     y = implementation.normalize(prepared, stats, scale, bias, layout, options)
     return y.astype(x.dtype if options.dtype is None else options.dtype), stats
 

@@ -69,6 +69,11 @@ class SBNOptions:
       separate_real_imag: normalize real and imaginary parts with their own
         variances (the paper's ablation, which it reports hurts); needs
         ``divide_by="std"``, and the statistics then carry ``var_imag``.
+      gradient_through_statistics: differentiate through the batch statistics
+        (True, as BatchNorm). False treats them as constants in the backward
+        pass, as running statistics are: a control that separates what SBN's
+        forward rescaling does from what its Jacobian (the projection that
+        keeps the spectrum centered and of fixed power) does.
     """
 
     axis: int = -1
@@ -83,6 +88,7 @@ class SBNOptions:
     use_mean: bool = True
     divide_by: str = "std"
     separate_real_imag: bool = False
+    gradient_through_statistics: bool = True
 
     def __post_init__(self) -> None:
         # Tuples, so that the value is hashable: NNX keeps it as static module metadata.

@@ -222,3 +222,26 @@ def test_running_statistics_must_match_separate_real_imag():
         )
     with pytest.raises(ValueError, match="without var_imag"):
         F.spectral_batch_norm(x, running=F.init_statistics((3,), True), use_running_average=True)
+
+
+@pytest.mark.parametrize(
+    "per_frequency,impl", [(False, "closed_form"), (False, "fft"), (True, "fft")]
+)
+def test_without_gradient_through_statistics_the_statistics_are_constants(per_frequency, impl):
+    """Same output; the gradient is that of normalizing with the batch's statistics held fixed,
+    which differs from the full gradient (float64, so that the comparison is tight)."""
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(3).normal(size=(6, 5, 4, 2)) + 0.3, jnp.float64)
+        weights = jnp.asarray(np.random.default_rng(4).normal(size=x.shape))
+        options = F.SBNOptions(per_frequency=per_frequency, impl=impl)
+        _, batch = F.spectral_batch_norm(x, options=options)
+
+        def loss(x, **kwargs):
+            return jnp.sum(weights * F.spectral_batch_norm(x, options=options, **kwargs)[0])
+
+        fixed = jax.grad(loss)(x, running=batch, use_running_average=True)
+        no_stats = jax.grad(loss)(x, gradient_through_statistics=False)
+        full = jax.grad(loss)(x)
+        np.testing.assert_allclose(no_stats, fixed, rtol=1e-12, atol=1e-12)
+        assert np.max(np.abs(full - no_stats)) > 1e-3 * np.max(np.abs(full))
+        np.testing.assert_allclose(loss(x, gradient_through_statistics=False), loss(x), rtol=1e-14)
