@@ -7,8 +7,9 @@ variables, and ``model.train()`` / ``model.eval()`` switch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,8 @@ Initializer = Any
 # The same initializer objects as the linen modules' defaults.
 _ZEROS = jax.nn.initializers.zeros
 _ONES = jax.nn.initializers.ones
+# nnx.BatchNorm's default for scale_metadata and bias_metadata: none (an immutable empty mapping).
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
 def _statistics_shape(
@@ -95,9 +98,43 @@ def _check_fits(
     return layout
 
 
-def _param(use: bool, init: Initializer, features: int, dtype: Dtype, rngs: nnx.Rngs) -> Any:
-    """A per-channel ``nnx.Param`` of shape ``(features,)``, or an empty slot."""
-    return nnx.Param(init(rngs.params(), (features,), dtype)) if use else nnx.data(None)
+class _Affine(NamedTuple):
+    """How a module makes its per-channel ``scale`` and ``bias`` (``nnx.BatchNorm``'s arguments).
+
+    ``scale_metadata`` / ``bias_metadata`` are set on the ``nnx.Param`` (e.g.
+    ``{"out_sharding": ("model",)}`` for ``nnx.get_partition_spec``), and on
+    its imaginary twin with ``complex_affine``.
+    """
+
+    use_scale: bool
+    use_bias: bool
+    scale_init: Initializer
+    bias_init: Initializer
+    param_dtype: Dtype
+    scale_metadata: Mapping[str, Any]
+    bias_metadata: Mapping[str, Any]
+    complex_affine: bool
+
+    def make(self, module: Any, features: int, rngs: nnx.Rngs) -> None:
+        """Sets ``scale``, ``bias``, ``scale_imag``, ``bias_imag`` (or empty slots) on ``module``.
+
+        The keys are drawn in that order, for the params that exist only.
+        """
+        names = {"scale": self.use_scale, "bias": self.use_bias}
+        inits = {"scale": self.scale_init, "bias": self.bias_init}
+        metadata = {"scale": self.scale_metadata, "bias": self.bias_metadata}
+        for part in ("", "_imag"):
+            for name, use in names.items():
+                exists = use and (part == "" or self.complex_affine)
+                init = inits[name] if part == "" else _ZEROS
+                value = init(rngs.params(), (features,), self.param_dtype) if exists else None
+                setattr(module, name + part, _slot(value, metadata[name]))
+        module.complex_affine = self.complex_affine
+
+
+def _slot(value: jax.Array | None, metadata: Mapping[str, Any]) -> Any:
+    """An ``nnx.Param`` holding ``value`` with ``metadata``, or an empty slot for None."""
+    return nnx.data(None) if value is None else nnx.Param(value, **metadata)
 
 
 def _affine(module: Any) -> tuple[jax.Array | None, jax.Array | None]:
@@ -109,15 +146,6 @@ def _affine(module: Any) -> tuple[jax.Array | None, jax.Array | None]:
         return real[...] if imag is None else jax.lax.complex(real[...], imag[...])
 
     return value(module.scale, module.scale_imag), value(module.bias, module.bias_imag)
-
-
-def _imag_params(
-    module: Any, complex_affine: bool, features: int, dtype: Dtype, rngs: nnx.Rngs
-) -> None:
-    """``scale_imag``, ``bias_imag`` (zeros) beside existing real params, or empty slots."""
-    for name in ("scale", "bias"):
-        use = complex_affine and getattr(module, name) is not None
-        setattr(module, f"{name}_imag", _param(use, _ZEROS, features, dtype, rngs))
 
 
 class SpectralBatchNorm(nnx.Module):
@@ -136,6 +164,9 @@ class SpectralBatchNorm(nnx.Module):
         and explicit ``spatial_axes``.
       momentum, running_variance, param_dtype, use_bias, use_scale, bias_init,
       scale_init, complex_affine: as in :class:`sbn_jax.linen.SpectralBatchNorm`.
+      bias_metadata, scale_metadata: metadata of the ``bias``/``scale``
+        ``nnx.Param`` (and of their imaginary parts), as in ``nnx.BatchNorm``:
+        e.g. ``{"out_sharding": ("model",)}``, read by ``nnx.get_partition_spec``.
       rngs: random keys for the parameter initializers.
       **options: fields of :class:`sbn_jax.SBNOptions` (``axis``,
         ``per_frequency``, ``fft_norm``, ...), validated here and kept as
@@ -165,6 +196,8 @@ class SpectralBatchNorm(nnx.Module):
         bias_init: Initializer = _ZEROS,
         scale_init: Initializer = _ONES,
         complex_affine: bool = False,
+        bias_metadata: Mapping[str, Any] = _NO_METADATA,
+        scale_metadata: Mapping[str, Any] = _NO_METADATA,
         rngs: nnx.Rngs,
         **options: Any,
     ):
@@ -184,10 +217,17 @@ class SpectralBatchNorm(nnx.Module):
         self.var = nnx.BatchStat(initial.var)
         separate = self.options.separate_real_imag
         self.var_imag = nnx.BatchStat(initial.var_imag) if separate else nnx.data(None)
-        self.scale = _param(use_scale, scale_init, num_features, param_dtype, rngs)
-        self.bias = _param(use_bias, bias_init, num_features, param_dtype, rngs)
-        _imag_params(self, complex_affine, num_features, param_dtype, rngs)
-        self.complex_affine = complex_affine
+        affine = _Affine(
+            use_scale,
+            use_bias,
+            scale_init,
+            bias_init,
+            param_dtype,
+            scale_metadata,
+            bias_metadata,
+            complex_affine,
+        )
+        affine.make(self, num_features, rngs)
         self.num_features = num_features
         self.use_running_average = use_running_average
         self.spatial_shape = None if spatial_shape is None else tuple(spatial_shape)
@@ -258,10 +298,11 @@ class SpatialSpectralBatchNorm(nnx.Module):
 
     Takes the arguments of :class:`SpectralBatchNorm`; ``momentum``,
     ``epsilon``, ``dtype``, ``param_dtype``, ``use_bias``, ``use_scale``,
-    ``bias_init``, ``scale_init``, ``axis``, ``axis_name`` and
-    ``axis_index_groups`` apply to both layers, available as ``.batch_norm``
-    and ``.spectral_batch_norm``; ``spectral_scale_init``, when given, replaces
-    ``scale_init`` for the SBN layer only. As in
+    ``bias_init``, ``scale_init``, ``bias_metadata``, ``scale_metadata``,
+    ``axis``, ``axis_name`` and ``axis_index_groups`` apply to both layers,
+    available as ``.batch_norm`` and ``.spectral_batch_norm``;
+    ``spectral_scale_init``, when given, replaces ``scale_init`` for the SBN
+    layer only. As in
     :class:`sbn_jax.linen.SpatialSpectralBatchNorm`, the BatchNorm drops the
     affine parameters that SBN makes redundant unless ``redundant_affine=True``.
     """
@@ -279,6 +320,8 @@ class SpatialSpectralBatchNorm(nnx.Module):
         scale_init: Initializer = _ONES,
         spectral_scale_init: Initializer | None = None,
         redundant_affine: bool = False,
+        bias_metadata: Mapping[str, Any] = _NO_METADATA,
+        scale_metadata: Mapping[str, Any] = _NO_METADATA,
         rngs: nnx.Rngs,
         **spectral_options: Any,
     ):
@@ -290,6 +333,8 @@ class SpatialSpectralBatchNorm(nnx.Module):
             param_dtype=param_dtype,
             bias_init=bias_init,
             scale_init=scale_init,
+            bias_metadata=bias_metadata,
+            scale_metadata=scale_metadata,
             rngs=rngs,
         )
         bn_scale, bn_bias = functional.batch_norm_affine_before_sbn(
@@ -351,6 +396,7 @@ class SpectralGroupNorm(nnx.Module):
       axis, spatial_axes, fft_norm, epsilon, dtype, param_dtype, use_bias,
       use_scale, bias_init, scale_init, complex_affine, impl: as in
         :class:`sbn_jax.linen.SpectralGroupNorm`.
+      bias_metadata, scale_metadata: as in :class:`SpectralBatchNorm`.
       rngs: random keys for the parameter initializers.
 
     Variables: ``scale``, ``bias`` (``nnx.Param``, shape ``(C,)``); no
@@ -375,13 +421,22 @@ class SpectralGroupNorm(nnx.Module):
         scale_init: Initializer = _ONES,
         complex_affine: bool = False,
         impl: str = "auto",
+        bias_metadata: Mapping[str, Any] = _NO_METADATA,
+        scale_metadata: Mapping[str, Any] = _NO_METADATA,
         rngs: nnx.Rngs,
     ):
         family.resolve_groups(num_features, num_groups, group_size)
-        self.scale = _param(use_scale, scale_init, num_features, param_dtype, rngs)
-        self.bias = _param(use_bias, bias_init, num_features, param_dtype, rngs)
-        _imag_params(self, complex_affine, num_features, param_dtype, rngs)
-        self.complex_affine = complex_affine
+        affine = _Affine(
+            use_scale,
+            use_bias,
+            scale_init,
+            bias_init,
+            param_dtype,
+            scale_metadata,
+            bias_metadata,
+            complex_affine,
+        )
+        affine.make(self, num_features, rngs)
         self.num_features = num_features
         self.num_groups, self.group_size = num_groups, group_size
         self.axis = axis

@@ -10,18 +10,27 @@ at construction or call, as for ``nn.BatchNorm``) and to False in NNX (as
 import dataclasses
 import inspect
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from sbn_jax import SBNOptions, family, functional
 from sbn_jax import linen as sbn_linen
 from sbn_jax import nnx as sbn_nnx
 from sbn_jax.models.norms import MODEL_SET_OPTIONS, SBN_OPTIONS
 
-NNX_ONLY = {"num_features", "spatial_shape", "input_ndim", "rngs"}
+NNX_ONLY = {
+    "num_features",
+    "spatial_shape",
+    "input_ndim",
+    "rngs",
+    "scale_metadata",  # linen annotates through its initializers (nn.with_partitioning)
+    "bias_metadata",
+}
 PAIR_ONLY = {"spectral_scale_init", "redundant_affine"}
 
 
@@ -196,3 +205,69 @@ def test_linen_and_nnx_pairs_compute_the_same_outputs_and_statistics(options):
     np.testing.assert_allclose(
         model(batches[0]), linen.apply(variables, batches[0], use_running_average=True), atol=1e-6
     )
+
+
+# Arguments of flax's BatchNorm (linen and NNX) that SBN's modules do not take, and why. A flax
+# release that adds an argument fails the tests below until it is taken or listed here.
+NOT_APPLICABLE = {
+    "use_fast_variance": "the closed form's variance is E|X|^2 - |E X|^2 by construction and the "
+    "transforms' is two-pass; there is no choice between the two to offer",
+    "force_float32_reductions": "spectra and statistics are float32 (float64 for float64 inputs) "
+    "whatever dtype is",
+    "promote_dtype": "SBN computes in float32 or float64 and casts only its output (dtype)",
+}
+
+
+def test_linen_modules_take_every_argument_of_nn_batch_norm_that_applies():
+    flax_fields = set(_linen_defaults(nn.BatchNorm))
+    for cls in (sbn_linen.SpectralBatchNorm, sbn_linen.SpatialSpectralBatchNorm):
+        missing = flax_fields - set(_linen_defaults(cls)) - set(NOT_APPLICABLE)
+        assert not missing, (cls.__name__, sorted(missing))
+
+
+def test_nnx_modules_take_every_argument_of_nnx_batch_norm_that_applies():
+    flax_arguments = set(_nnx_defaults(nnx.BatchNorm)) | {"num_features", "rngs"}
+    for cls in (sbn_nnx.SpectralBatchNorm, sbn_nnx.SpatialSpectralBatchNorm):
+        taken = set(_nnx_defaults(cls)) | {"num_features", "rngs"} | set(OPTION_DEFAULTS)
+        missing = flax_arguments - taken - set(NOT_APPLICABLE)
+        assert not missing, (cls.__name__, sorted(missing))
+
+
+METADATA_MODULES = {
+    "sbn": (lambda **kw: sbn_nnx.SpectralBatchNorm(4, complex_affine=True, **kw), True),
+    "pair": (lambda **kw: sbn_nnx.SpatialSpectralBatchNorm(4, redundant_affine=True, **kw), False),
+    "group": (
+        lambda **kw: sbn_nnx.SpectralGroupNorm(4, num_groups=2, complex_affine=True, **kw),
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("make,complex_affine", METADATA_MODULES.values(), ids=METADATA_MODULES)
+def test_nnx_param_metadata_gives_the_partition_spec(make, complex_affine):
+    """Every scale (real, imaginary, the pair's BatchNorm's) gets scale_metadata, every bias
+    bias_metadata: nnx.get_partition_spec reads them, as for nnx.BatchNorm."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("model",))
+    with jax.set_mesh(mesh):
+        module = make(
+            scale_metadata={"out_sharding": ("model",)},
+            bias_metadata={"out_sharding": (None,)},
+            rngs=nnx.Rngs(0),
+        )
+        specs = nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(module, nnx.Param)))
+    flat = {"/".join(map(str, path)): spec for path, spec in _flatten(specs)}
+    names = {path.split("/")[-1] for path in flat}
+    assert names == (
+        {"scale", "bias", "scale_imag", "bias_imag"} if complex_affine else {"scale", "bias"}
+    )
+    for path, spec in flat.items():
+        expected = P("model") if path.split("/")[-1].startswith("scale") else P(None)
+        assert spec == expected, (path, spec)
+
+
+def _flatten(tree, prefix=()):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _flatten(value, (*prefix, key))
+    else:
+        yield prefix, tree

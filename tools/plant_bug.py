@@ -18,6 +18,7 @@ BUGS = (
     "notebook_cell_raises",
     "pmap_gradients_not_averaged",
     "traced_recipe_bad_setting",
+    "mask_fraction_per_device",
 )
 
 
@@ -76,6 +77,12 @@ elif bug == "traced_recipe_bad_setting":
     )
     config.label_smoothing = "0.1"
     return config""",
+    )
+elif bug == "mask_fraction_per_device":
+    sub(
+        "sbn_jax/options.py",
+        "return self.pmean(jnp.mean(mask, dtype=dtype))",
+        "return jnp.mean(mask, dtype=dtype)",
     )
 else:
     raise SystemExit(f"unknown bug {bug!r}; choose one of {BUGS}")

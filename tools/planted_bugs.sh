@@ -21,5 +21,6 @@ run no_device_mean tests/test_multidevice.py
 run running_variance_factor tests/test_functional.py tests/test_modules.py
 run first_row_off_by_one tests/test_functional.py tests/test_family.py
 run pmap_gradients_not_averaged tests/test_train.py -k "eight_devices and pmap"
+run mask_fraction_per_device tests/test_mask.py
 } > $OUT/results.md 2>&1
 echo done >> $OUT/results.md
