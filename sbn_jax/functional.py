@@ -44,6 +44,13 @@ statistics, the normalization), chosen in :func:`resolve_impl`:
   design's (matmul DFTs beat FFT libraries at ResNet sizes 7-56 on matrix
   units), not yet measured.
 
+Sharding. Under ``jit`` with sharded inputs every implementation computes the
+one-device function (tests/test_mesh2d.py, a 2-D mesh). What it costs
+differs (BENCHMARKS.md): the closed form needs only the all-reduces of its
+statistics, whichever axes are sharded; an FFT along a sharded spatial axis
+gathers that axis, and XLA's FFT also gathers sharded channels; the matmul DFT
+keeps sharded channels but contracts a sharded spatial axis with all-reduces.
+
 Errors. Every bad input raises a ``TypeError`` (an integer or complex ``x``)
 or a ``ValueError`` that names the argument and what is expected:
 
