@@ -8,23 +8,18 @@ variables, and ``model.train()`` / ``model.eval()`` switch
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from sbn_jax import family, functional
+from sbn_jax._nnx_common import NO_METADATA, ONES, ZEROS, Affine, affine_values, check_fits
 from sbn_jax.options import SBNOptions
 
 Dtype = Any
 Initializer = Any
-# The same initializer objects as the linen modules' defaults.
-_ZEROS = jax.nn.initializers.zeros
-_ONES = jax.nn.initializers.ones
-# nnx.BatchNorm's default for scale_metadata and bias_metadata: none (an immutable empty mapping).
-_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
 def _statistics_shape(
@@ -62,90 +57,6 @@ def _statistics_shape(
     for i, size in zip(layout.spatial_axes, spatial_shape, strict=True):
         shape[i] = size
     return functional.statistics_shape(shape, layout, True)
-
-
-def _check_fits(
-    name: str,
-    x: jax.Array,
-    num_features: int,
-    axis: int,
-    spatial_axes: Sequence[int] | None,
-    spatial_shape: tuple[int, ...] | None = None,
-) -> functional.Layout:
-    """The layout of ``x``, if the shapes fixed at construction fit it; else a clear error.
-
-    NNX sizes the parameters and statistics before seeing an input, so a wrong
-    ``num_features`` or ``spatial_shape`` would otherwise surface as a
-    broadcasting error inside JAX. ``spatial_shape`` is None for modules
-    without per-frequency statistics.
-    """
-    layout = functional.resolve_layout(x.ndim, axis, spatial_axes)
-    features = x.shape[layout.feature_axis]
-    if features != num_features:
-        raise ValueError(
-            f"{name} was built with num_features={num_features}, but x of shape "
-            f"{tuple(x.shape)} has {features} features on axis {axis}: expected "
-            f"num_features={features} (or set axis= to the feature axis)."
-        )
-    sizes = layout.spatial_sizes(x.shape)
-    if spatial_shape is not None and sizes != spatial_shape:
-        raise ValueError(
-            f"{name} was built with spatial_shape={spatial_shape} for its per-frequency "
-            f"statistics, but x of shape {tuple(x.shape)} has spatial sizes {sizes} on axes "
-            f"{layout.spatial_axes}: expected spatial_shape={sizes}. Per-frequency statistics "
-            "only apply to the spatial size they were made for."
-        )
-    return layout
-
-
-class _Affine(NamedTuple):
-    """How a module makes its per-channel ``scale`` and ``bias`` (``nnx.BatchNorm``'s arguments).
-
-    ``scale_metadata`` / ``bias_metadata`` are set on the ``nnx.Param`` (e.g.
-    ``{"out_sharding": ("model",)}`` for ``nnx.get_partition_spec``), and on
-    its imaginary twin with ``complex_affine``.
-    """
-
-    use_scale: bool
-    use_bias: bool
-    scale_init: Initializer
-    bias_init: Initializer
-    param_dtype: Dtype
-    scale_metadata: Mapping[str, Any]
-    bias_metadata: Mapping[str, Any]
-    complex_affine: bool
-
-    def make(self, module: Any, features: int, rngs: nnx.Rngs) -> None:
-        """Sets ``scale``, ``bias``, ``scale_imag``, ``bias_imag`` (or empty slots) on ``module``.
-
-        The keys are drawn in that order, for the params that exist only.
-        """
-        names = {"scale": self.use_scale, "bias": self.use_bias}
-        inits = {"scale": self.scale_init, "bias": self.bias_init}
-        metadata = {"scale": self.scale_metadata, "bias": self.bias_metadata}
-        for part in ("", "_imag"):
-            for name, use in names.items():
-                exists = use and (part == "" or self.complex_affine)
-                init = inits[name] if part == "" else _ZEROS
-                value = init(rngs.params(), (features,), self.param_dtype) if exists else None
-                setattr(module, name + part, _slot(value, metadata[name]))
-        module.complex_affine = self.complex_affine
-
-
-def _slot(value: jax.Array | None, metadata: Mapping[str, Any]) -> Any:
-    """An ``nnx.Param`` holding ``value`` with ``metadata``, or an empty slot for None."""
-    return nnx.data(None) if value is None else nnx.Param(value, **metadata)
-
-
-def _affine(module: Any) -> tuple[jax.Array | None, jax.Array | None]:
-    """``(scale, bias)`` of a module, each ``real + 1j * imag`` with ``complex_affine``."""
-
-    def value(real: Any, imag: Any) -> jax.Array | None:
-        if real is None:
-            return None
-        return real[...] if imag is None else jax.lax.complex(real[...], imag[...])
-
-    return value(module.scale, module.scale_imag), value(module.bias, module.bias_imag)
 
 
 class SpectralBatchNorm(nnx.Module):
@@ -193,11 +104,11 @@ class SpectralBatchNorm(nnx.Module):
         param_dtype: Dtype = jnp.float32,
         use_bias: bool = True,
         use_scale: bool = True,
-        bias_init: Initializer = _ZEROS,
-        scale_init: Initializer = _ONES,
+        bias_init: Initializer = ZEROS,
+        scale_init: Initializer = ONES,
         complex_affine: bool = False,
-        bias_metadata: Mapping[str, Any] = _NO_METADATA,
-        scale_metadata: Mapping[str, Any] = _NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
         rngs: nnx.Rngs,
         **options: Any,
     ):
@@ -217,7 +128,7 @@ class SpectralBatchNorm(nnx.Module):
         self.var = nnx.BatchStat(initial.var)
         separate = self.options.separate_real_imag
         self.var_imag = nnx.BatchStat(initial.var_imag) if separate else nnx.data(None)
-        affine = _Affine(
+        affine = Affine(
             use_scale,
             use_bias,
             scale_init,
@@ -256,7 +167,7 @@ class SpectralBatchNorm(nnx.Module):
             self.var[...],
             None if self.var_imag is None else self.var_imag[...],
         )
-        scale, bias = _affine(self)
+        scale, bias = affine_values(self)
         y, updated = functional.apply_with_running_statistics(
             x,
             running,
@@ -283,7 +194,7 @@ class SpectralBatchNorm(nnx.Module):
     def _check_fits(self, x: jax.Array, name: str | None = None) -> functional.Layout:
         """``x``'s layout; refuses an input of another feature size or (per frequency) spatial
         size."""
-        return _check_fits(
+        return check_fits(
             name or type(self).__name__,
             x,
             self.num_features,
@@ -316,12 +227,12 @@ class SpatialSpectralBatchNorm(nnx.Module):
         param_dtype: Dtype = jnp.float32,
         use_bias: bool = True,
         use_scale: bool = True,
-        bias_init: Initializer = _ZEROS,
-        scale_init: Initializer = _ONES,
+        bias_init: Initializer = ZEROS,
+        scale_init: Initializer = ONES,
         spectral_scale_init: Initializer | None = None,
         redundant_affine: bool = False,
-        bias_metadata: Mapping[str, Any] = _NO_METADATA,
-        scale_metadata: Mapping[str, Any] = _NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
         rngs: nnx.Rngs,
         **spectral_options: Any,
     ):
@@ -417,16 +328,16 @@ class SpectralGroupNorm(nnx.Module):
         param_dtype: Dtype = jnp.float32,
         use_bias: bool = True,
         use_scale: bool = True,
-        bias_init: Initializer = _ZEROS,
-        scale_init: Initializer = _ONES,
+        bias_init: Initializer = ZEROS,
+        scale_init: Initializer = ONES,
         complex_affine: bool = False,
         impl: str = "auto",
-        bias_metadata: Mapping[str, Any] = _NO_METADATA,
-        scale_metadata: Mapping[str, Any] = _NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
         rngs: nnx.Rngs,
     ):
         family.resolve_groups(num_features, num_groups, group_size)
-        affine = _Affine(
+        affine = Affine(
             use_scale,
             use_bias,
             scale_init,
@@ -452,8 +363,8 @@ class SpectralGroupNorm(nnx.Module):
         Raises ``ValueError`` when the input's feature size is not
         ``num_features``; otherwise as :func:`sbn_jax.family.spectral_group_norm`.
         """
-        _check_fits(type(self).__name__, x, self.num_features, self.axis, self.spatial_axes)
-        scale, bias = _affine(self)
+        check_fits(type(self).__name__, x, self.num_features, self.axis, self.spatial_axes)
+        scale, bias = affine_values(self)
         return family.spectral_group_norm(
             x,
             num_groups=self.num_groups,
