@@ -38,7 +38,8 @@ test: lint typecheck
 FAST_CACHE := .jax_cache/test-fast
 test-fast: $(STAMP)
 	JAX_COMPILATION_CACHE_DIR=$(abspath $(FAST_CACHE)) \
-		$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" --durations=5
+		$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" --durations=5 \
+		--hypothesis-profile=inner-loop
 
 train: $(STAMP)
 	$(BIN)/python -m train --workdir runs/default --config train/configs/default.py

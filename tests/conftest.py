@@ -60,6 +60,10 @@ settings.register_profile(
 settings.register_profile(
     "thorough", parent=settings.get_profile("fuzz"), max_examples=3000, derandomize=False
 )
+# "inner-loop" (`make test-fast`): a third of the examples, for a quicker loop; make test and CI
+# run the full "fuzz" profile. Each example traces and lowers a new shape even when the compile
+# cache has its program, so the count is what the fuzz test's time is.
+settings.register_profile("inner-loop", parent=settings.get_profile("fuzz"), max_examples=100)
 settings.load_profile("fuzz")
 
 

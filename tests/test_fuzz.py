@@ -19,7 +19,8 @@ for every impl:
 
 Any other exception fails the test. The number of examples and the seed come
 from the Hypothesis profiles in tests/conftest.py: "fuzz" (the default, fixed
-seed) and "thorough" (``--hypothesis-profile=thorough``).
+seed, what ``make test`` runs), "inner-loop" (a third of the examples, ``make
+test-fast``) and "thorough" (``--hypothesis-profile=thorough``).
 """
 
 import dataclasses
