@@ -125,6 +125,11 @@ def summarize(values: list[float]) -> dict[str, float | int]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a key of sbn_jax.models.MODELS (default: the default recipe's)",
+    )
     parser.add_argument("--activations", default="relu,gelu")
     parser.add_argument("--variants", default=",".join(v[0] for v in VARIANTS))
     parser.add_argument("--data_dir", default=None, help="tfds data_dir (default: a temp dir)")
@@ -141,6 +146,7 @@ def main(argv=None) -> int:
         config = default.get_config()
         config.data_dir = args.data_dir or scratch
         config.batch_size = 64
+        config.model = args.model or config.model
         stream = input_pipeline.train_batches(config)
         batches = [next(stream) for _ in range(args.batches)]
         rows, table = [], []
