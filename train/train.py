@@ -36,6 +36,7 @@ from train.checkpoints import (
 from train.configs import default
 from train.evaluation import Evaluation
 from train.placement import PLACEMENTS, make_placement
+from train.preemption import PreemptionWatch
 from train.progress import NonFiniteLossError, Progress
 
 __all__ = [
@@ -381,33 +382,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     evaluation.begin(state)
 
     batches = input_pipeline.train_batches(config, start_step=start_step, sharding=sharding)
-    for step in range(start_step + 1, total_steps + 1):
-        state, metrics = train_fn(state, placement.put_batch(next(batches)))
-        progress.add(step, metrics)
-        last = step == total_steps
-        log_now = _due(step, every.log) or last
-        checkpoint_now = _due(step, every.checkpoint) or last
-        eval_now = _due(step, every.eval) and not last
-        if progress.fetch_due() or log_now or checkpoint_now or eval_now:
-            try:
-                fetched = progress.fetch()
-            except NonFiniteLossError as error:
-                raise NonFiniteLossError(f"{error} {kept_checkpoint(manager)}") from None
-            if log_now:
-                progress.log_train(fetched, step)
-            if checkpoint_now:
-                save_checkpoint(manager, placement, state, step)
-            if eval_now:
-                evaluation.at(state, step)
-            progress.restart_timer()
+    with PreemptionWatch() as preemption:
+        for step in range(start_step + 1, total_steps + 1):
+            state, metrics = train_fn(state, placement.put_batch(next(batches)))
+            progress.add(step, metrics)
+            last, preempted = step == total_steps, preemption.reached(step)
+            log_now = _due(step, every.log) or last or preempted
+            checkpoint_now = _due(step, every.checkpoint) or last or preempted
+            eval_now = _due(step, every.eval) and not last and not preempted
+            if progress.fetch_due() or log_now or checkpoint_now or eval_now:
+                try:
+                    fetched = progress.fetch()
+                except NonFiniteLossError as error:
+                    raise NonFiniteLossError(f"{error} {kept_checkpoint(manager)}") from None
+                if log_now:
+                    progress.log_train(fetched, step)
+                if checkpoint_now:
+                    save_checkpoint(manager, placement, state, step)
+                if eval_now:
+                    evaluation.at(state, step)
+                progress.restart_timer()
+            if preempted:
+                _close(manager, progress)
+                raise preemption.stopped(step, str(manager.directory))
 
     state, final, fields = evaluation.final(state, host_state, total_steps)
+    _close(manager, progress)
+    if jax.process_index() == 0:
+        run = {"steps": total_steps, "wall_seconds": time.perf_counter() - start_time}
+        _write_summary(config, progress, len(placement.devices), final, {**fields, **run})
+    return placement.first(state)
+
+
+def _close(manager: Any, progress: Progress) -> None:
+    """Waits for the checkpoint writes, then closes the manager and the metric writers."""
     manager.wait_until_finished()
     manager.close()
     progress.close()
-    if jax.process_index() == 0:
-        spec = input_pipeline.dataset_spec(config)
-        run = {"steps": total_steps, "wall_seconds": time.perf_counter() - start_time}
-        run.update(image_mean=list(spec.mean), image_std=list(spec.std))
-        progress.write_summary(config, len(placement.devices), final, {**fields, **run})
-    return placement.first(state)
+
+
+def _write_summary(
+    config: ml_collections.ConfigDict,
+    progress: Progress,
+    devices: int,
+    final: Any,
+    fields: dict[str, Any],
+) -> None:
+    """``summary.json``: the final metrics, ``fields`` and the input's normalization."""
+    spec = input_pipeline.dataset_spec(config)
+    fields = {**fields, "image_mean": list(spec.mean), "image_std": list(spec.std)}
+    progress.write_summary(config, devices, final, fields)
