@@ -82,18 +82,6 @@ def statistics(
     return Statistics(mean_real, mean_imag, variance(mean_real, mean_imag, mean_square))
 
 
-def normalize(
-    x: jax.Array,
-    stats: Statistics,
-    scale: jax.Array | None,
-    bias: jax.Array | None,
-    layout: Layout,
-    options: SBNOptions,
-) -> jax.Array:
-    """The SBN output for channel statistics ``stats``: :func:`apply`."""
-    return apply(x, stats, scale, bias, layout, options)
-
-
 @functools.lru_cache(maxsize=256)
 def _mean_weights(width: int, rows: int, norm: str) -> tuple[np.ndarray, np.ndarray]:
     """Real and imaginary weights ``c R w[n] / M`` of the first row in ``mean_bins(X)``."""

@@ -150,14 +150,18 @@ def spectrum_statistics(
       :class:`Statistics` with :func:`sbn_jax.functional.statistics_shape`.
     """
     axes = layout.batch_axes if options.per_frequency else layout.batch_axes + layout.spatial_axes
-    real_dtype = spectrum.real.dtype
+    if mask is None:
 
-    def mean(values: jax.Array) -> jax.Array:
-        if mask is None:
+        def mean(values: jax.Array) -> jax.Array:
             return options.pmean(jnp.mean(values, axis=axes, keepdims=True))
-        selected = jnp.where(mask, values, jnp.zeros((), values.dtype))
-        total = options.pmean(jnp.mean(selected, axis=axes, keepdims=True))
-        return total / options.fraction_selected(mask, real_dtype)
+
+    else:
+        # One cross-device mean of the mask for the two (or three) statistics that divide by it.
+        fraction = options.fraction_selected(mask, spectrum.real.dtype)
+
+        def mean(values: jax.Array) -> jax.Array:
+            selected = jnp.where(mask, values, jnp.zeros((), values.dtype))
+            return options.pmean(jnp.mean(selected, axis=axes, keepdims=True)) / fraction
 
     spectral_mean = mean(spectrum)
     centered = spectrum - spectral_mean

@@ -151,7 +151,7 @@ class Implementation(NamedTuple):
 
 IMPLEMENTATIONS: dict[str, Implementation] = {
     "closed_form": Implementation(
-        _closed_form.prepare, _closed_form.statistics, _closed_form.normalize
+        _closed_form.prepare, _closed_form.statistics, _closed_form.apply
     ),
     "fft": Implementation(_spectrum.fft, _spectrum.statistics, _spectrum.normalize),
     "matmul": Implementation(_spectrum.matmul, _spectrum.statistics, _spectrum.normalize),

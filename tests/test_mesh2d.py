@@ -24,9 +24,7 @@ def _need_eight_devices():
 def test_bn_sbn_on_a_2d_mesh_equals_one_device(sharding, per_frequency, impl):
     layer = mesh2d.module(per_frequency, impl)
     step, args = mesh2d.sharded_step(layer, sharding)
-    x, weights = mesh2d.inputs()
-    variables = layer.init(jax.random.key(0), x, use_running_average=False)
-    expected = jax.jit(lambda *a: mesh2d.train_step(layer, *a))(variables, x, weights)
+    expected = step(*jax.device_get(args))  # The same arguments on one device.
     sharded = step(*args)
 
     # float32 rounding of differently ordered sums, relative to each leaf's scale, at least 1: a
