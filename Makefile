@@ -6,14 +6,14 @@ STAMP := $(VENV)/.installed
 # pytest-xdist workers for `make test`; each worker holds its own JAX runtime (~1-2 GiB).
 TEST_WORKERS ?= 2
 
-.PHONY: install test test-fast lint typecheck train bench clean fashion-mnist
+.PHONY: install test test-fast lint typecheck docs train bench clean fashion-mnist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,train,notebooks]"
+	$(BIN)/pip install --quiet -e ".[dev,train,notebooks,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,8 +25,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The documentation site, warnings as errors (-W --keep-going: every warning is reported, then the
+# build fails), nitpicky about cross-references (-n). Notebooks are rendered, not executed.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+
 # --dist loadgroup keeps the tests that share a trained fixture (xdist_group) on one worker.
-test: lint typecheck
+test: lint typecheck docs
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # The inner loop: the layer, the functions and the models, nothing that trains, runs a notebook
@@ -62,4 +67,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.family
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache .jax_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache .jax_cache docs/_build docs/notebooks

@@ -38,7 +38,7 @@ _OptionAttributes: Any = types.new_class(
 class _SpectralOptions(_OptionAttributes):
     """The attributes shared by both modules; documented on :class:`SpectralBatchNorm`.
 
-    Those of :class:`SBNOptions` come from its fields; these are the modules' own.
+    Those of :class:`~sbn_jax.SBNOptions` come from its fields; these are the modules' own.
     """
 
     momentum: float = 0.99
@@ -51,7 +51,7 @@ class _SpectralOptions(_OptionAttributes):
     complex_affine: bool = False
 
     def sbn_options(self) -> SBNOptions:
-        """The module's :class:`SBNOptions` (validated here, on each call)."""
+        """The module's :class:`~sbn_jax.SBNOptions` (validated here, on each call)."""
         return SBNOptions(**{name: getattr(self, name) for name in SBNOptions.names()})
 
 

@@ -160,7 +160,10 @@ class SBNOptions:
         return self.pmean(jnp.mean(mask, dtype=dtype))
 
     def constant_std(self, spatial_size: int) -> float:
-        """The divisor of ``divide_by="constant"``: see :func:`white_spectrum_std`."""
+        """The divisor of ``divide_by="constant"``.
+
+        See :func:`~sbn_jax.functional.white_spectrum_std`.
+        """
         return white_spectrum_std(self.fft_norm, spatial_size)
 
 

@@ -80,10 +80,10 @@ def resolve_placement(
 def check_options(kind: str, options: Mapping[str, Any]) -> None:
     """Refuses ``sbn_options`` that no layer of ``kind`` takes.
 
-    The batch kinds take :data:`SBN_OPTIONS`; the group kinds take
+    The batch kinds take :data:`~sbn_jax.models.norms.SBN_OPTIONS`; the group kinds take
     ``num_groups`` or ``group_size`` (for GroupNorm and its spectral twin alike;
     default ``num_groups=32``, as ``nn.GroupNorm``) and
-    :data:`SPECTRAL_GROUP_OPTIONS`.
+    :data:`~sbn_jax.models.norms.SPECTRAL_GROUP_OPTIONS`.
     """
     allowed = GROUP_OPTIONS | SPECTRAL_GROUP_OPTIONS if kind in GROUP_KINDS else SBN_OPTIONS
     unknown = sorted(set(options) - allowed)
