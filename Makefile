@@ -26,9 +26,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The documentation site, warnings as errors (-W --keep-going: every warning is reported, then the
-# build fails), nitpicky about cross-references (-n). Notebooks are rendered, not executed.
+# build fails), nitpicky about cross-references (-n), from a fresh environment (-E: warnings of
+# pages that did not change are reported again). Notebooks are rendered, not executed.
 docs: $(STAMP)
-	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	$(BIN)/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
 
 # --dist loadgroup keeps the tests that share a trained fixture (xdist_group) on one worker.
 test: lint typecheck docs

@@ -10,7 +10,7 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTAL
 
 
 def test_readme_has_examples():
-    assert len(EXAMPLES) >= 3
+    assert len(EXAMPLES) >= 1
 
 
 @pytest.mark.parametrize("index", range(len(EXAMPLES)))

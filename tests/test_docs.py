@@ -1,0 +1,108 @@
+"""The documentation site: its Python examples run as written, and its API reference is complete.
+
+Every ```python block of every page in docs/ runs here, as the README's do in test_readme.py.
+The site itself is built by ``make docs`` (part of ``make test``, warnings as errors); the test of
+completeness reads the inventory of that build, or builds the site once into a temporary folder
+when there is none.
+"""
+
+import importlib
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = sorted(p for p in DOCS.rglob("*.md") if not p.relative_to(DOCS).parts[0].startswith("_"))
+FENCE = re.compile(
+    r"^(`{3,})(?:python|\{code-cell\} python(?:3)?)[ \t]*\n(.*?)^\1[ \t]*$", re.M | re.S
+)
+EXAMPLES = [
+    (page.relative_to(DOCS), index, match.group(2))
+    for page in PAGES
+    for index, match in enumerate(FENCE.finditer(page.read_text()))
+]
+# The modules whose public names the API reference must list.
+MODULES = (
+    "sbn_jax",
+    "sbn_jax.options",
+    "sbn_jax.functional",
+    "sbn_jax.family",
+    "sbn_jax.linen",
+    "sbn_jax.nnx",
+    "sbn_jax.models",
+    "sbn_jax.diagnostics",
+)
+
+
+def test_docs_have_examples_on_the_pages_that_teach_usage():
+    pages = {str(page) for page, _, _ in EXAMPLES}
+    assert {"getting_started.md", "beyond.md"} <= pages
+    assert len(EXAMPLES) >= 4
+
+
+@pytest.mark.parametrize(
+    ("page", "index", "code"), EXAMPLES, ids=[f"{p}-{i}" for p, i, _ in EXAMPLES]
+)
+def test_docs_example_runs(page, index, code):
+    exec(compile(code, f"docs/{page} example {index}", "exec"), {"__name__": "docs"})
+
+
+def _inventory(tmp_path_factory) -> set[str]:
+    from sphinx.util.inventory import InventoryFile
+
+    path = DOCS / "_build" / "html" / "objects.inv"
+    if not path.exists():
+        out = tmp_path_factory.mktemp("site")
+        subprocess.run(
+            [sys.executable, "-m", "sphinx", "-q", "-b", "html", str(DOCS), str(out)], check=True
+        )
+        path = out / "objects.inv"
+    inventory = InventoryFile.loads(path.read_bytes(), uri="")
+    return {
+        name
+        for kind, entries in inventory.data.items()
+        if kind.startswith("py:")
+        for name in entries
+    }
+
+
+@pytest.fixture(scope="module")
+def documented(tmp_path_factory):
+    return _inventory(tmp_path_factory)
+
+
+def _public(module_name: str) -> list[str]:
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import sbn_api
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    return sbn_api.public_names(module_name)
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_api_reference_lists_every_public_name(module_name, documented):
+    module = importlib.import_module(module_name)
+    names = _public(module_name)
+    if hasattr(module, "__all__"):
+        assert names == list(module.__all__)
+    assert names, module_name
+    assert module_name in documented
+    missing = [name for name in names if f"{module_name}.{name}" not in documented]
+    assert not missing, f"{module_name}: not in the API reference: {missing}"
+
+
+def test_public_names_of_modules_without_all_are_what_they_define():
+    assert {"SpectralBatchNorm", "SpatialSpectralBatchNorm", "SpectralGroupNorm"} <= set(
+        _public("sbn_jax.linen")
+    )
+    assert {"SBNOptions", "DIVIDE_BY", "IMPLS"} <= set(_public("sbn_jax.options"))
+    assert "summarize" in _public("sbn_jax.diagnostics")
+    # Imported helpers are not the module's names.
+    assert not {"nn", "jax", "jnp", "Any", "functional", "SBNOptions"} & set(
+        _public("sbn_jax.linen")
+    )
