@@ -6,7 +6,6 @@ warnings as errors and nitpicky cross-references; only names of other packages m
 """
 
 import pathlib
-import shutil
 import sys
 
 DOCS = pathlib.Path(__file__).resolve().parent
@@ -24,24 +23,17 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax 3 copied into the site: math renders without a CDN
     "sbn_api",
+    "sbn_notebooks",  # notebooks/ copied into docs/notebooks/ (git-ignored) at each build
 ]
 
-# The notebooks live in notebooks/ at the repository root; Sphinx reads sources from docs/ only,
-# so each build starts from a fresh copy in docs/notebooks/ (git-ignored).
-_NOTEBOOKS = DOCS / "notebooks"
-shutil.rmtree(_NOTEBOOKS, ignore_errors=True)
-_NOTEBOOKS.mkdir()
-for _notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
-    shutil.copy2(_notebook, _NOTEBOOKS / _notebook.name)
-
-exclude_patterns = ["_build", "_ext", "figures/README*", ".ipynb_checkpoints"]
+exclude_patterns = ["_build", "_ext", ".ipynb_checkpoints"]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 nb_execution_mode = "off"
 nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
-suppress_warnings = ["myst.header"]  # the notebooks' own headings start below their title
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"

@@ -11,7 +11,14 @@ from train import train
 from train.configs import default
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted([*(ROOT / "sbn_jax").rglob("*.py"), *(ROOT / "train").rglob("*.py")])
+SOURCES = sorted(
+    [
+        *(ROOT / "sbn_jax").rglob("*.py"),
+        *(ROOT / "train").rglob("*.py"),
+        *(ROOT / "docs").glob("*.py"),
+        *(ROOT / "docs" / "_ext").glob("*.py"),
+    ]
+)
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80
 

@@ -106,3 +106,35 @@ def test_public_names_of_modules_without_all_are_what_they_define():
     assert not {"nn", "jax", "jnp", "Any", "functional", "SBNOptions"} & set(
         _public("sbn_jax.linen")
     )
+
+
+def test_notebook_pages_show_the_figures_their_cells_save():
+    import json
+
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import sbn_notebooks
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    source = ROOT / "notebooks" / "02_exploding_feature_maps.ipynb"
+    notebook = json.loads(source.read_text())
+    before = json.dumps(notebook)
+    page = sbn_notebooks.with_figures(json.loads(before), DOCS / "figures")
+    images = [
+        output
+        for cell in page["cells"]
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(images) == 1
+    assert images[0]["data"]["text/plain"] == ["docs/figures/02_exploding_feature_maps.png"]
+    # Outputs the notebook already has are kept, and a cell that shows its figure gets no copy.
+    assert json.loads(before) == notebook
+    shown = json.loads((ROOT / "notebooks" / "05_open_question.ipynb").read_text())
+    count = sum(
+        "image/png" in o.get("data", {}) for c in shown["cells"] for o in c.get("outputs", [])
+    )
+    again = sbn_notebooks.with_figures(shown, DOCS / "figures")
+    assert count == sum(
+        "image/png" in o.get("data", {}) for c in again["cells"] for o in c.get("outputs", [])
+    )

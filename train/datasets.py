@@ -321,7 +321,7 @@ def builder(config, *, spec: DatasetSpec | None = None) -> tfds.core.DatasetBuil
     """
     spec = _given(config, spec)
     dataset_builder = tfds.builder(spec.tfds_name, data_dir=config.data_dir)
-    if spec.name != "imagenet2012":  # ImageNet is prepared beforehand (see README).
+    if spec.name != "imagenet2012":  # ImageNet is prepared beforehand (docs/training.md).
         # Digits: built from scikit-learn's copy, no network. Fashion-MNIST and Tiny ImageNet:
         # built once from the files in the manual directory. CIFAR and other tfds data sets:
         # downloaded when missing.

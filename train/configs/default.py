@@ -74,7 +74,7 @@ def _model(config: ml_collections.ConfigDict) -> None:
     # Modules whose norm layers start their scale at 1/sqrt(H W), as SBN shrinks a map at init.
     config.shrink_init_modules = ()
     config.logit_scale = 1.0  # A fixed constant times the logits (a temperature of 1/it).
-    config.activation = "relu"  # or "gelu"/"silu": smooth, see README on reproducibility.
+    config.activation = "relu"  # or "gelu"/"silu": smooth, see docs/reproducibility.md.
     config.half_precision = False  # bfloat16 activations.
 
 

@@ -6,7 +6,7 @@ decay, Nesterov momentum 0.9, weight decay 1e-4 on kernels, bfloat16. The varian
 paper's placement: ``sbn4`` (default; SBN after every BatchNorm of module 4), or the
 controls ``bn`` and ``2bn4``:
 ``--config=train/configs/imagenet_resnet50.py:bn``. Needs ``imagenet2012`` prepared in
-``data_dir`` (see README).
+``data_dir`` (see docs/training.md).
 """
 
 from train.configs import default
