@@ -31,6 +31,7 @@ extensions = [
 exclude_patterns = ["_build", "_ext", ".ipynb_checkpoints"]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 nb_execution_mode = "off"
+highlight_language = "none"  # fences without a language (commands, printed output) stay plain
 nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
