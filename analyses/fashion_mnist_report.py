@@ -15,7 +15,7 @@ Reads ``OUT/runs/VARIANT_sSEED/`` (written by :mod:`analyses.fashion_mnist_study
 
     python -m analyses.fashion_mnist_report --out analyses/results/fashion_mnist
 
-prints the table as Markdown (the README's).
+prints the table as Markdown (the one in docs/claims.md).
 """
 
 from __future__ import annotations
