@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pathlib
 import re
 import types
 from typing import Any
@@ -149,17 +150,40 @@ class ModuleReference(SphinxDirective):
         return list(container.children)
 
 
-_BUILTIN_TYPES = (dict, tuple, list, frozenset, set, str, int, float)
+_BUILTIN_TYPES = (dict, tuple, list, frozenset, set, str, int, float, re.Pattern)
+
+
+def _comment_above(full_name: str) -> list[str]:
+    """The ``#`` comment block right above the assignment of a constant, in the file defining it."""
+    module_name, name = full_name.rsplit(".", 1)
+    own = pathlib.Path(importlib.import_module(module_name).__file__ or "")
+    package = pathlib.Path(importlib.import_module("sbn_jax").__file__ or "").parent
+    assignment = re.compile(rf"^{re.escape(name)}\s*(:[^=]*)?=")
+    for path in [own, *sorted(package.rglob("*.py"))]:
+        lines = path.read_text().splitlines()
+        for index, line in enumerate(lines):
+            if assignment.match(line):
+                above = []
+                while index > 0 and lines[index - 1].startswith("#"):
+                    index -= 1
+                    above.insert(0, lines[index].lstrip("#").strip())
+                return above
+    return []
 
 
 def _drop_builtin_docstring(
     app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
 ) -> None:
-    # A constant without a doc comment would otherwise show the docstring of its type (dict's).
-    if what in ("data", "attribute") and isinstance(obj, _BUILTIN_TYPES):
+    # A constant without a doc comment would otherwise show the docstring of its type (dict's);
+    # it shows the source comment above its assignment instead, where there is one.
+    if what not in ("data", "attribute"):
+        return
+    if isinstance(obj, _BUILTIN_TYPES):
         type_doc = inspect.getdoc(type(obj)) or ""
         if lines and type_doc and lines[0].strip() == type_doc.splitlines()[0].strip():
             lines[:] = []
+    if what == "data" and not any(line.strip() for line in lines):
+        lines[:] = _comment_above(name)
 
 
 def _skip_tuple_fields(
