@@ -1,9 +1,9 @@
 """The documentation site: its Python examples run as written, and its API reference is complete.
 
 Every ```python block of every page in docs/ runs here, as the README's do in test_readme.py.
-The site itself is built by ``make docs`` (part of ``make test``, warnings as errors); the test of
-completeness reads the inventory of that build, or builds the site once into a temporary folder
-when there is none.
+The site itself is built by ``make docs`` (part of ``make test``, warnings as errors); the tests
+of the API reference (every public name listed, every class and function with its docstring) read
+that build, or build the site once into a temporary folder when there is none.
 """
 
 import importlib
@@ -51,28 +51,31 @@ def test_docs_example_runs(page, index, code):
     exec(compile(code, f"docs/{page} example {index}", "exec"), {"__name__": "docs"})
 
 
-def _inventory(tmp_path_factory) -> set[str]:
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> pathlib.Path:
+    """The built site: make docs's, or, when there is none, one built here."""
+    built = DOCS / "_build" / "html"
+    if (built / "objects.inv").exists():
+        return built
+    out = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "sphinx", "-q", "-b", "html", str(DOCS), str(out)], check=True
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def documented(site) -> set[str]:
+    """Every Python object the built site documents, by full name (its objects.inv)."""
     from sphinx.util.inventory import InventoryFile
 
-    path = DOCS / "_build" / "html" / "objects.inv"
-    if not path.exists():
-        out = tmp_path_factory.mktemp("site")
-        subprocess.run(
-            [sys.executable, "-m", "sphinx", "-q", "-b", "html", str(DOCS), str(out)], check=True
-        )
-        path = out / "objects.inv"
-    inventory = InventoryFile.loads(path.read_bytes(), uri="")
+    inventory = InventoryFile.loads((site / "objects.inv").read_bytes(), uri="")
     return {
         name
         for kind, entries in inventory.data.items()
         if kind.startswith("py:")
         for name in entries
     }
-
-
-@pytest.fixture(scope="module")
-def documented(tmp_path_factory):
-    return _inventory(tmp_path_factory)
 
 
 def _public(module_name: str) -> list[str]:
@@ -138,3 +141,36 @@ def test_notebook_pages_show_the_figures_their_cells_save():
     assert count == sum(
         "image/png" in o.get("data", {}) for c in again["cells"] for o in c.get("outputs", [])
     )
+
+
+def _words(text: str) -> list[str]:
+    # Words of three letters or more, without reStructuredText role names (":func:", ":class:").
+    return re.findall(r"[A-Za-z]{3,}", re.sub(r":[a-z]+(:[a-z]+)?:`", "`", text))
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_api_pages_show_each_docstring(module_name, site):
+    """Each public class and function defined for this page shows its docstring's summary."""
+    import html as html_lib
+    import inspect
+
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import sbn_api
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    page = site / "api" / f"{module_name}.html"
+    text = " ".join(_words(html_lib.unescape(re.sub(r"<[^>]+>", " ", page.read_text()))))
+    homes = sbn_api.homes()
+    module = importlib.import_module(module_name)
+    checked = 0
+    for name in _public(module_name):
+        value = getattr(module, name)
+        if not (inspect.isclass(value) or inspect.isfunction(value)):
+            continue
+        if homes.get(id(value)) != f"{module_name}.{name}":
+            continue  # documented at its home; here only a pointer
+        summary = " ".join(_words(inspect.getdoc(value).splitlines()[0])[:6])
+        assert summary and summary in text, f"{module_name}.{name}: {summary!r} not on its page"
+        checked += 1
+    assert checked or module_name == "sbn_jax"
