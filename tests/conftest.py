@@ -110,6 +110,12 @@ SLOW_ALLOWED = {
     # alone here, 178 s while the whole suite ran beside it).
     "tests/test_fashion_mnist_study.py::"
     "test_a_two_run_sweep_trains_files_its_results_and_resumes_with_nothing_to_do": "two runs",
+    # Three launches of two training processes (uninterrupted, preempted, resumed), each starting
+    # JAX and TensorFlow (75-88 s alone here, 158 s beside the notebook tests).
+    "tests/test_preemption.py::"
+    "test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_they_resume_exactly": (
+        "two processes, three launches"
+    ),
     # Whichever runs first in the "reference" group also trains the reference run; this one then
     # resumes it (213 s here beside a training sweep; the other raises before training).
     f"{_TRAIN}test_unreadable_latest_checkpoint_falls_back_to_the_one_before": "reference + resume",

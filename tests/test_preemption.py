@@ -1,16 +1,31 @@
 """SIGTERM: the loop saves the step it is in, stops with exit status 75, and resumes exactly.
 
-The run receives a real SIGTERM (sent to this process) while it fetches a batch; the same
-command then ends where the uninterrupted reference run of tests/test_train.py ends.
+In-process, the run receives a real SIGTERM (sent to this process) while it fetches a batch, and
+a second one during the write. As the command line (``python -m train`` subprocesses, one or two
+``jax.distributed`` processes), the run receives it once its checkpoint of step 2 is written;
+with two processes only one of them gets it, and both must save the same step. A second SIGTERM
+follows during a checkpoint's write. In each case the same command then ends where an
+uninterrupted run ends.
 """
 
 import os
 import signal
+import time
+import types
 
+import jax
+import numpy as np
 import pytest
 
-from tests.test_train import assert_states_close, reference, summary  # noqa: F401 (fixture)
-from train import input_pipeline, train
+from tests import multiprocess
+from tests.test_train import (  # noqa: F401 (the fixture)
+    RUN_KEYS,
+    assert_states_close,
+    reference,
+    summary,
+    tiny_config,
+)
+from train import input_pipeline, placement, train
 from train.preemption import PREEMPTED_EXIT_STATUS, Preempted, PreemptionWatch
 
 SIGNAL_AT_STEP = 3  # Between the periodic checkpoints of steps 2 and 4.
@@ -67,3 +82,143 @@ def test_the_watch_is_a_flag_only_while_it_is_held():
         os.kill(os.getpid(), signal.SIGTERM)
         assert watch.reached(1)
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def wait_for_step_2(processes, workdir, timeout=300):
+    """Returns once the run's checkpoint of step 2 is complete (its processes still running).
+
+    Orbax renames a checkpoint's temporary directory to its step only when the write is done, so
+    the run is then past step 2 and inside the loop, where SIGTERM is handled; its programs are
+    compiled (and in the compilation cache).
+    """
+    done = os.path.join(workdir, "checkpoints", "2")
+    deadline = time.monotonic() + timeout
+    while not os.path.isdir(done):
+        exited = [p.returncode for p in processes if p.poll() is not None]
+        assert not exited, f"a process ended (status {exited}) before step 2 was saved"
+        assert time.monotonic() < deadline, "step 2 was not saved in time"
+        time.sleep(0.02)
+
+
+def sigterm_again_during_a_write(processes, workdir):
+    """Sends a second SIGTERM to the last process as soon as a checkpoint is being written (orbax
+    writes it to ``STEP.orbax-checkpoint-tmp...`` and renames it once complete); whether it did.
+    """
+    checkpoints = os.path.join(workdir, "checkpoints")
+    while all(p.poll() is None for p in processes):
+        if any(".orbax-checkpoint-tmp" in name for name in os.listdir(checkpoints)):
+            processes[-1].send_signal(signal.SIGTERM)
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def preempted_step(output):
+    """The step that the one line of a preempted process names."""
+    lines = [line for line in output.splitlines() if "Preempted (" in line]
+    assert len(lines) == 1, output[-3000:]
+    return int(lines[0].split("checkpoint of step ")[1].split()[0])
+
+
+def assert_exit_statuses(processes, outputs, status):
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == status, output[-3000:]
+
+
+def preempt(workdir, config, flags, processes):
+    """Runs the command, sends SIGTERM to its last process once step 2 is saved and again during
+    the next checkpoint's write, and checks how every process stopped and what they saved."""
+    logs = workdir / "logs"
+    logs.mkdir(parents=True)
+    started = multiprocess.start_training(workdir, flags, logs=logs, processes=processes)
+    wait_for_step_2(started, workdir)
+    started[-1].send_signal(signal.SIGTERM)
+    assert sigterm_again_during_a_write(started, workdir), "no checkpoint write was seen"
+    outputs = multiprocess.finish(started, logs=logs)
+    assert_exit_statuses(started, outputs, PREEMPTED_EXIT_STATUS)
+    steps = {preempted_step(output) for output in outputs}
+    assert len(steps) == 1, f"the processes saved different steps: {steps}"
+    (step,) = steps
+    # Past the checkpoint that the signal waited for, before the end.
+    assert 2 < step < config.num_train_steps, step
+    written = sorted({*range(2, step, config.checkpoint_every_steps), step})
+    kept = written[-config.max_checkpoints_to_keep :]
+    assert sorted(map(int, os.listdir(workdir / "checkpoints"))) == kept
+    assert not (workdir / "summary.json").exists()
+
+
+def run_to_the_end(workdir, flags, processes):
+    """Runs the command (again) and checks that every process ends with status 0."""
+    logs = workdir / "logs_to_the_end"
+    logs.mkdir(parents=True)
+    started = multiprocess.start_training(workdir, flags, logs=logs, processes=processes)
+    assert_exit_statuses(started, multiprocess.finish(started, logs=logs), 0)
+
+
+def final_checkpoint(workdir, config):
+    """The params, batch statistics and step of ``workdir``'s newest checkpoint, on one device."""
+    one = placement.MeshPlacement(jax.devices()[:1])
+    model = train.create_model(config)
+    shapes = jax.eval_shape(
+        lambda: train.create_train_state(
+            jax.random.key(0), config, model, (8, 8, 1), lambda step: 0.0
+        )
+    )
+    host_state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    manager = train.checkpoint_manager(str(workdir), config)
+    state = one.first(train.restore_checkpoint(manager, one, host_state))
+    manager.close()
+    return types.SimpleNamespace(
+        step=state.step, params=state.params, batch_stats=state.batch_stats
+    )
+
+
+def assert_ends_like(workdir, uninterrupted_workdir, config, expected):
+    """``workdir``'s run ended where the uninterrupted one did, whose final state is
+    ``expected``: the final checkpoint's params and batch statistics within 1e-6 per leaf, the
+    same step count and test accuracy."""
+    assert_states_close(final_checkpoint(workdir, config), expected, rtol=1e-6)
+    resumed, uninterrupted = summary(workdir), summary(uninterrupted_workdir)
+    assert resumed["steps"] == uninterrupted["steps"] == config.num_train_steps
+    assert resumed["test_accuracy"] == uninterrupted["test_accuracy"]
+    assert resumed["test_loss"] == pytest.approx(uninterrupted["test_loss"], rel=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("reference")
+def test_the_command_exits_with_75_on_sigterm_and_the_same_command_resumes_exactly(
+    reference,  # noqa: F811 (the fixture imported above)
+    tmp_path,
+):
+    config, workdir, expected = reference
+    flags = ["--config.parallelism=pmap", *multiprocess.config_flags(config, RUN_KEYS)]
+    preempt(tmp_path / "run", config, flags, processes=1)
+    run_to_the_end(tmp_path / "run", flags, processes=1)
+    assert_ends_like(tmp_path / "run", workdir, config, expected)
+
+
+# Eight steps: the preemption service of a process that gets SIGTERM polls for it about once a
+# second, and the sync point is the step after the furthest any process had reached by then.
+MULTI_PROCESS_STEPS = 8
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_they_resume_exactly(
+    data_dir, tmp_path
+):
+    config = tiny_config(data_dir, parallelism="jit", num_train_steps=MULTI_PROCESS_STEPS)
+    flags = ["--config.parallelism=jit", *multiprocess.config_flags(config, RUN_KEYS)]
+    run, uninterrupted = tmp_path / "run", tmp_path / "uninterrupted"
+    uninterrupted.mkdir()
+    # The interrupted run starts once the uninterrupted one has compiled its train step, and
+    # runs from the compilation cache beside the uninterrupted run's last steps (which compile
+    # the evaluation for the resumed run). More runs at once only slow each other on 2 cores.
+    beside = multiprocess.start_training(uninterrupted, flags, logs=uninterrupted)
+    try:
+        wait_for_step_2(beside, uninterrupted)
+        preempt(run, config, flags, processes=2)
+    finally:
+        outputs = multiprocess.finish(beside, logs=uninterrupted)
+    assert_exit_statuses(beside, outputs, 0)
+    run_to_the_end(run, flags, processes=2)  # The same command again.
+    assert_ends_like(run, uninterrupted, config, final_checkpoint(uninterrupted, config))

@@ -11,19 +11,16 @@ require agreement to rounding.
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 from benchmarks import device_agreement
+from tests import multiprocess
 from train import input_pipeline, placement, train
 from train.configs import default
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
 
 
@@ -47,6 +44,21 @@ def tiny_config(data_dir, **overrides):
     config.progress_bar = False
     config.update(overrides)
     return config
+
+
+# The settings of tiny_config that differ from train/configs/default.py, as a subprocess's flags.
+RUN_KEYS = (
+    "data_dir",
+    "model",
+    "batch_size",
+    "eval_batch_size",
+    "num_train_steps",
+    "warmup_epochs",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "progress_bar",
+    "activation",
+)
 
 
 def summary(workdir):
@@ -333,12 +345,6 @@ def test_bad_config_fails_fast(tmp_path, overrides, message):
     assert not (tmp_path / "never_built").exists() and not (tmp_path / "workdir").exists()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # Per-frequency statistics only: under jit no collective is written by hand, so what two
 # processes add (the global batch assembled from each process's rows, the mesh over both) is
 # the same for either statistics; both are checked against one device on 8 devices above.
@@ -348,55 +354,10 @@ def test_two_processes_give_the_one_device_state(one_device_run, data_dir, tmp_p
     per_frequency = True
     workdir, expected = one_device_run(per_frequency)
     config = agreement_config(data_dir, per_frequency)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "XLA_FLAGS": " ".join(
-            [f for f in os.environ["XLA_FLAGS"].split() if "device_count" not in f]
-            + ["--xla_force_host_platform_device_count=4"]
-        ),
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    overrides = [
-        f"--config.{key}={config[key]}"
-        for key in (
-            "data_dir",
-            "model",
-            "batch_size",
-            "eval_batch_size",
-            "num_train_steps",
-            "warmup_epochs",
-            "log_every_steps",
-            "checkpoint_every_steps",
-            "progress_bar",
-            "activation",
-        )
-    ] + [f"--config.sbn_options.per_frequency={per_frequency}"]
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "train",
-                f"--workdir={tmp_path}",
-                "--config=train/configs/default.py",
-                "--config.parallelism=jit",
-                *overrides,
-                f"--coordinator_address=127.0.0.1:{port}",
-                "--num_processes=2",
-                f"--process_id={index}",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for index in range(2)
-    ]
-    outputs = [p.communicate(timeout=400)[0] for p in processes]
+    keys = (*RUN_KEYS, "sbn_options.per_frequency")
+    flags = ["--config.parallelism=jit", *multiprocess.config_flags(config, keys)]
+    processes = multiprocess.start_training(tmp_path, flags, logs=tmp_path)
+    outputs = multiprocess.finish(processes, logs=tmp_path)
     for process, output in zip(processes, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
     assert "test accuracy" in outputs[0]

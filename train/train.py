@@ -382,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     evaluation.begin(state)
 
     batches = input_pipeline.train_batches(config, start_step=start_step, sharding=sharding)
-    with PreemptionWatch() as preemption:
+    with PreemptionWatch(manager) as preemption:
         for step in range(start_step + 1, total_steps + 1):
             state, metrics = train_fn(state, placement.put_batch(next(batches)))
             progress.add(step, metrics)
