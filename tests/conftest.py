@@ -111,7 +111,7 @@ SLOW_ALLOWED = {
     "tests/test_fashion_mnist_study.py::"
     "test_a_two_run_sweep_trains_files_its_results_and_resumes_with_nothing_to_do": "two runs",
     # Three launches of two training processes (uninterrupted, preempted, resumed), each starting
-    # JAX and TensorFlow (75-88 s alone here, 158 s beside the notebook tests).
+    # JAX and TensorFlow (57-88 s here, 158 s beside the notebook tests).
     "tests/test_preemption.py::"
     "test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_they_resume_exactly": (
         "two processes, three launches"
