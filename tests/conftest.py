@@ -90,8 +90,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 # A slow test is a decision, not an accident: any test whose setup, call and teardown together
 # take longer than this fails the run, unless it is on the allow-list below with its reason.
-# Every test not listed took at most 90 s on the 2-core machine the suite was timed on (README);
-# the limit leaves a factor 2 for slower machines.
+# Every test not listed took at most 90 s on the 2-core machine the suite was timed on
+# (docs/contributing.md); the limit leaves a factor 2 for slower machines.
 TEST_TIME_LIMIT_S = float(os.environ.get("SBN_JAX_TEST_TIME_LIMIT_S", 180))
 _NOTEBOOK = "tests/test_notebooks.py::test_notebook_runs_without_errors_and_saves_its_figures"
 _TRAIN = "tests/test_train.py::"

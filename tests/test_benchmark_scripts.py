@@ -1,4 +1,4 @@
-"""The scripts behind the tables of README and BENCHMARKS.md run and measure what they say."""
+"""The scripts behind the benchmark tables (docs, BENCHMARKS.md) run and measure what they say."""
 
 import json
 import math

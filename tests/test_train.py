@@ -3,9 +3,9 @@
 All runs use CIFAR ResNet-20 with BN + SBN on the 8x8 digits for a few steps, with
 GELU instead of ReLU where runs are compared: with ReLU, a pre-activation that lies
 within float32 rounding of zero flips its gate between two summation orders, and
-from then on the runs differ by far more than rounding, with or without SBN (README,
-"Reproducibility across device counts"). GELU has no kink, so these tests can
-require agreement to rounding.
+from then on the runs differ by far more than rounding, with or without SBN
+(docs/reproducibility.md, "Across device counts"). GELU has no kink, so these tests
+can require agreement to rounding.
 """
 
 import json

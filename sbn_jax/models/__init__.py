@@ -33,7 +33,7 @@ statistics are averaged over that pmap/shard_map axis. ``dtype`` is the
 computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
 ``activation`` (``"relu"``, the published models' choice, ``"gelu"`` or
 ``"silu"``) follows every norm and every residual sum. Two controls for the
-study of what SBN does (README, "Fashion-MNIST"): ``shrink_init_modules``
+study of what SBN does (docs/claims.md, "07 · Fashion-MNIST"): ``shrink_init_modules``
 starts the last scale of every norm layer of those modules (shortcut norms
 included) at ``1 / sqrt(H W)`` instead of one, and ``logit_scale`` multiplies
 the logits by a constant.
@@ -114,7 +114,7 @@ __all__ = [
 ]
 
 # ReLU is what the published models use. The smooth ones have no kink, so their gradients are
-# continuous in the parameters; see README, "Reproducibility across device counts".
+# continuous in the parameters; see docs/reproducibility.md, "Across device counts".
 ACTIVATIONS: dict[str, Callable] = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}
 BLOCK_TYPES = (BasicBlock, BottleneckBlock, PreActBlock, ConvBlock)
 

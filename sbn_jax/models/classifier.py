@@ -62,7 +62,7 @@ class _Classifier(nn.Module):
     Subclasses set ``num_modules``: the stages the paper's notation numbers
     from 1 (residual stages; VGG's pooling stages).
 
-    Two controls for what SBN does at initialization (README, "Fashion-MNIST"):
+    Two controls for what SBN does at initialization (docs/claims.md, "07 · Fashion-MNIST"):
     ``shrink_init_modules`` starts the last scale of every norm layer of those
     modules (shortcut norms included) at ``1 / sqrt(H W)`` (see ``Norm``);
     ``logit_scale`` multiplies the logits by a constant, a fixed temperature.
