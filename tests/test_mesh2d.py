@@ -31,16 +31,22 @@ def test_bn_sbn_on_a_2d_mesh_equals_one_device(sharding, per_frequency, impl):
     step, args = mesh2d.sharded_step(layer, sharding)
     expected = step(*jax.device_get(args))  # The same arguments on one device.
     sharded = step(*args)
+    _assert_leaves_close(sharded, expected, tolerance=1e-5)
 
-    # float32 rounding of differently ordered sums, relative to each leaf's scale, at least 1: a
-    # spectral mean whose exact value is 0 (the DC bin's imaginary part) is rounding noise of the
-    # size of the DC bin's real part, and the gradient of the BatchNorm's redundant scale (exactly
-    # 0) rounding noise of about 1e-6.
+
+def _assert_leaves_close(actual, desired, tolerance):
+    """Every leaf within ``tolerance`` relative to itself and to its scale, at least 1.
+
+    float32 rounding of differently ordered sums: a spectral mean whose exact value is 0 (the DC
+    bin's imaginary part) is rounding noise of the size of the DC bin's real part, and the
+    gradient of the BatchNorm's redundant scale (exactly 0) rounding noise of about 1e-6.
+    """
+
     def close(actual, desired):
         scale = max(float(np.max(np.abs(desired))), 1.0)
-        np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=1e-5 * scale)
+        np.testing.assert_allclose(actual, desired, rtol=tolerance, atol=tolerance * scale)
 
-    jax.tree.map(close, sharded, expected)
+    jax.tree.map(close, actual, desired)
 
 
 def test_the_collectives_report_counts_what_the_batch_norm_needs():
@@ -109,9 +115,4 @@ def test_a_bn_sbn_resnet_on_a_2d_mesh_equals_one_device(sharding, per_frequency,
         jax.device_put(x, NamedSharding(grid, mesh2d.SHARDINGS[sharding])),
     )
     assert sharded[0][0].sharding.spec[0] == "data", sharded[0][0].sharding
-
-    def close(actual, desired):  # As above: float32 rounding relative to each leaf's scale.
-        scale = max(float(np.max(np.abs(desired))), 1.0)
-        np.testing.assert_allclose(actual, desired, rtol=2e-5, atol=2e-5 * scale)
-
-    jax.tree.map(close, sharded, expected)
+    _assert_leaves_close(sharded, expected, tolerance=2e-5)

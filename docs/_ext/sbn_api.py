@@ -15,6 +15,7 @@ well as ``sbn_jax.options.SBNOptions``. ``tests/test_docs.py`` checks the built 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import pathlib
@@ -63,6 +64,7 @@ def _aliasable(value: Any) -> bool:
     return isinstance(value, type | types.FunctionType | types.ModuleType | tuple | dict | list)
 
 
+@functools.cache  # The same for every module page of a build.
 def homes() -> dict[int, str]:
     """``id(object)`` → the full name under which it is documented, for shared objects."""
     found: dict[int, str] = {}
