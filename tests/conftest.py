@@ -1,7 +1,7 @@
 """Test setup: eight virtual CPU devices, fast compiles, and one compilation cache for the run.
 
-XLA reads the flag when jax initializes its backends, so it is set here, before
-any test module imports jax.
+XLA reads its flags when jax initializes its backends, so they are set here
+(tests/compile_flags.py), before any test module imports jax.
 
 Many tests compile the same programs again (a training run and its resumed twin,
 the same layer under several parametrizations), so the run shares JAX's
@@ -19,18 +19,9 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, settings
 
-# The tests compile far more than they run: hundreds of small programs, each executed a few
-# times on tiny batches. LLVM's optimization level 0 halves XLA's CPU compile times (measured:
-# a ResNet-20 + SBN train step 19 s -> 10 s, its init 23 s -> 5 s) at the cost of slower
-# programs (3.5x for that step), and moves float32 results at rounding level only (other
-# instruction selection; XLA's HLO passes are the same): comparisons here state tolerances
-# relative to the values compared. The notebook kernels, which train for hundreds of steps,
-# drop it (tests/test_notebooks.py). A flag the caller set is kept.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
-_flags = os.environ.get("XLA_FLAGS", "")
-if "xla_backend_optimization_level" not in _flags:
-    _flags += " " + FAST_COMPILE
-os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+from tests import compile_flags
+
+compile_flags.configure()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _OWNS_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ

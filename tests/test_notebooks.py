@@ -5,13 +5,12 @@ written to a temporary ``JUPYTER_PATH``, so the test works in any virtualenv
 where ``pip install -e .[dev,train,notebooks]`` ran, with nothing registered
 globally. The notebooks run on one CPU device: the eight virtual devices that
 conftest.py configures for this process are removed from the kernel's
-``XLA_FLAGS``. Its fast-compile flag is kept for the notebooks whose time is
-mostly compiling and removed for those that mostly run (``OPTIMIZED``). The executed
-copies are discarded; the committed notebooks keep their outputs, and the
-figures go to a temporary directory (``SBN_JAX_FIGURES``) so that a test run
-leaves ``docs/figures`` as committed. ``SBN_JAX_NOTEBOOK_QUICK``
-tells a notebook that trains live (04) to train fewer seeds and steps: every
-cell still runs.
+``XLA_FLAGS``, and its optimization level is raised from 0 to 1
+(tests/compile_flags.py). The executed copies are discarded; the committed
+notebooks keep their outputs, and the figures go to a temporary directory
+(``SBN_JAX_FIGURES``) so that a test run leaves ``docs/figures`` as committed.
+``SBN_JAX_NOTEBOOK_QUICK`` tells a notebook that trains or measures live (02, 04)
+to do less of it: every cell still runs.
 """
 
 import json
@@ -23,13 +22,10 @@ import nbclient
 import nbformat
 import pytest
 
+from tests import compile_flags
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT_S = 600
-# Notebooks whose quick mode spends most of its time running compiled steps, not compiling
-# them, get XLA's full optimization. Measured alone on a 2-core CPU, full optimization / fast
-# compile: 04 80 s / 140 s, 06 11 s / 13 s; 01 35 s / 26 s, 02 55 s / 48 s, 03 55 s / 39 s,
-# 05 and 07 the same within a second.
-OPTIMIZED = {"04_training_digits.ipynb", "06_spectral_family.ipynb"}
 
 
 @pytest.fixture(scope="module")
@@ -38,41 +34,37 @@ def figures_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def kernel_names(tmp_path_factory, figures_dir):
-    """Two kernelspecs, by whether the notebook keeps conftest.py's fast-compile flag."""
+def kernel_name(tmp_path_factory, figures_dir):
+    """A kernelspec for this interpreter, one device, the notebooks' XLA flags."""
     jupyter_path = tmp_path_factory.mktemp("jupyter")
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    names = {}
-    for optimized in (False, True):
-        name = "sbn-jax-test" + ("-optimized" if optimized else "")
-        kept = [f for f in flags if not (optimized and "xla_backend_optimization_level" in f)]
-        spec = {
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": name,
-            "language": "python",
-            "env": {
-                "XLA_FLAGS": " ".join(kept),
-                "MPLBACKEND": "agg",
-                "SBN_JAX_FIGURES": str(figures_dir),
-                "SBN_JAX_NOTEBOOK_QUICK": "1",
-            },
-        }
-        spec_dir = jupyter_path / "kernels" / name
-        spec_dir.mkdir(parents=True)
-        (spec_dir / "kernel.json").write_text(json.dumps(spec))
-        names[optimized] = name
+    flags = [f for f in os.environ["XLA_FLAGS"].split() if "device_count" not in f]
+    name = "sbn-jax-test"
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": name,
+        "language": "python",
+        "env": {
+            "XLA_FLAGS": compile_flags.for_notebooks(" ".join(flags)),
+            "MPLBACKEND": "agg",
+            "SBN_JAX_FIGURES": str(figures_dir),
+            "SBN_JAX_NOTEBOOK_QUICK": "1",
+        },
+    }
+    spec_dir = jupyter_path / "kernels" / name
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JUPYTER_PATH", str(jupyter_path))
-        yield names
+        yield name
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_without_errors_and_saves_its_figures(path, kernel_names, figures_dir):
+def test_notebook_runs_without_errors_and_saves_its_figures(path, kernel_name, figures_dir):
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
-        kernel_name=kernel_names[path.name in OPTIMIZED],
+        kernel_name=kernel_name,
         timeout=CELL_TIMEOUT_S,
         resources={"metadata": {"path": str(path.parent)}},
     )
@@ -93,7 +85,6 @@ def test_notebook_runs_without_errors_and_saves_its_figures(path, kernel_names, 
 
 def test_notebooks_are_committed_with_outputs():
     assert NOTEBOOKS, "no notebooks found in notebooks/"
-    assert OPTIMIZED.issubset(path.name for path in NOTEBOOKS), OPTIMIZED
     for path in NOTEBOOKS:
         notebook = nbformat.read(path, as_version=4)
         code = [cell for cell in notebook.cells if cell.cell_type == "code"]

@@ -9,7 +9,10 @@ compilation). Three recipes, which between them take every path of the loop
 (the CIFAR validation protocol with a basic-block ResNet, dropout in VGG's
 classifier, the ImageNet-style pipeline), also run two compiled training steps
 through the loop, with an evaluation after each step, so the CIFAR protocol (the
-best validation step scored on test) runs too.
+best validation step scored on test) runs too. Those runs narrow the model
+(``base_width``, every layer scaled, as for the CPU proxies): no path of the loop
+depends on a channel count, and the full-width models are traced here and compiled
+and run in tests/test_models.py.
 """
 
 import functools
@@ -84,6 +87,10 @@ def test_recipes_follow_the_paper():
 
 # Recipes that also run the compiled loop (the others are traced; see the module docstring).
 LOOP_RUNS = ("cifar10_resnet18", "cifar10_vgg16_bn", "tinyimagenet_resnet18")
+# The loop runs' channels in module 1 (the recipes': 64). At full width the three runs took 46 s
+# here (2-core Xeon, the tests' fast-compile flags), at 8 15 s: the steps, evaluations and
+# checkpoints of 11-15M parameters, not the compiles, were most of it.
+LOOP_RUN_WIDTH = 8
 
 
 def _small_config(name, tmp_path):
@@ -158,6 +165,7 @@ def test_recipe_pipeline_and_steps_trace_on_mock_data(name, tmp_path):
 @pytest.mark.parametrize("name", LOOP_RUNS)
 def test_recipe_runs_two_steps_on_mock_data(name, tmp_path, monkeypatch):
     config = _small_config(name, tmp_path)
+    config.base_width = LOOP_RUN_WIDTH
     workdir = tmp_path / "run"
     # The pipeline runs on mock data first; the loop then runs outside the mock, which would
     # also intercept orbax's file writes.
