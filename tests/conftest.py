@@ -71,6 +71,22 @@ def data_dir(tmp_path_factory):
     return path
 
 
+# Session scope, and defined here rather than in tests/test_train.py: tests of several modules
+# share the run (test_train.py, test_preemption.py), and a fixture imported into a second
+# module is a second fixture there, trained again.
+@pytest.fixture(scope="session")
+def reference(data_dir, tmp_path_factory):
+    """An uninterrupted pmap run of tests/test_train.py's ``tiny_config`` on the 8 devices:
+    (config, workdir, final state)."""
+    from tests.test_train import tiny_config
+    from train import train
+
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    config = tiny_config(data_dir, parallelism="pmap")
+    state = train.train_and_evaluate(config, workdir)
+    return config, workdir, state
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _OWNS_CACHE:
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
@@ -95,17 +111,15 @@ SLOW_ALLOWED = {
     f"{_NOTEBOOK}[03_frequency_components.ipynb]": "notebook 03",
     # Ten compilations (five norms, one and eight devices) of a ResNet-20 gradient.
     f"{_TRAIN}test_one_step_is_insensitive_to_rounding": "device agreement",
-    # Two processes that each start JAX, build the data and compile the loop.
-    f"{_TRAIN}test_two_processes_give_the_one_device_state": "two processes",
     # Two training subprocesses at once, one core each, beside the other worker's tests (60-80 s
     # alone here, 178 s while the whole suite ran beside it).
     "tests/test_fashion_mnist_study.py::"
     "test_a_two_run_sweep_trains_files_its_results_and_resumes_with_nothing_to_do": "two runs",
-    # Three launches of two training processes (uninterrupted, preempted, resumed), each starting
-    # JAX and TensorFlow (57-88 s here, 158 s beside the notebook tests).
+    # Two launches of two training processes (preempted, resumed), each starting JAX and
+    # TensorFlow, and the same run in this process.
     "tests/test_preemption.py::"
-    "test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_they_resume_exactly": (
-        "two processes, three launches"
+    "test_two_processes_stop_at_one_step_on_sigterm_and_resume_to_the_one_process_state": (
+        "two processes, two launches"
     ),
     # Whichever runs first in the "reference" group also trains the reference run; this one then
     # resumes it (213 s here beside a training sweep; the other raises before training).

@@ -143,17 +143,20 @@ def test_eval_matches_reference(shape, axis, spatial_axes, fft_norm, per_frequen
         running=running,
     )
     for impl in IMPLS[per_frequency]:
-        y, stats = F.spectral_batch_norm(
-            jnp.asarray(x, jnp.float32),
-            scale=jnp.asarray(scale, jnp.float32),
-            bias=jnp.asarray(bias, jnp.float32),
-            running=_as_statistics(running),
-            use_running_average=True,
+        options = F.SBNOptions(
             axis=axis,
             spatial_axes=spatial_axes,
             per_frequency=per_frequency,
             fft_norm=fft_norm,
             impl=impl,
+        )
+        y, stats = jitted_sbn(
+            jnp.asarray(x, jnp.float32),
+            scale=jnp.asarray(scale, jnp.float32),
+            bias=jnp.asarray(bias, jnp.float32),
+            running=_as_statistics(running),
+            use_running_average=True,
+            options=options,
         )
         tol = 2e-5 * max(1.0, float(np.abs(expected).max()))
         np.testing.assert_allclose(y, expected, atol=tol, err_msg=impl)

@@ -1,4 +1,4 @@
-"""The training loop: loss goes down, parallelisms agree, multi-process, resume, NaN, bad configs.
+"""The training loop: loss goes down, parallelisms agree, resume, NaN, bad configs.
 
 All runs use CIFAR ResNet-20 with BN + SBN on the 8x8 digits for a few steps, with
 GELU instead of ReLU where runs are compared: with ReLU, a pre-activation that lies
@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from benchmarks import device_agreement
-from tests import multiprocess
-from train import input_pipeline, placement, train
+from train import input_pipeline, train
 from train.configs import default
 
 STEPS = 6
@@ -90,17 +89,6 @@ def assert_states_close(actual, expected, rtol=STATE_RTOL):
                 f"{name}{jax.tree_util.keystr(path)}: differs by {worst:.2e}, "
                 f"{worst / max(size, 1e-30):.2e} of its largest value {size:.2e}"
             )
-
-
-# Session scope: the tests that share a run may reach a worker between other modules' tests, and a
-# module fixture would then be computed again each time its module resumes.
-@pytest.fixture(scope="session")
-def reference(data_dir, tmp_path_factory):
-    """An uninterrupted pmap run on the 8 devices: (config, workdir, final state)."""
-    workdir = str(tmp_path_factory.mktemp("reference"))
-    config = tiny_config(data_dir, parallelism="pmap")
-    state = train.train_and_evaluate(config, workdir)
-    return config, workdir, state
 
 
 @pytest.mark.slow
@@ -345,29 +333,5 @@ def test_bad_config_fails_fast(tmp_path, overrides, message):
     assert not (tmp_path / "never_built").exists() and not (tmp_path / "workdir").exists()
 
 
-# Per-frequency statistics only: under jit no collective is written by hand, so what two
-# processes add (the global batch assembled from each process's rows, the mesh over both) is
-# the same for either statistics; both are checked against one device on 8 devices above.
-@pytest.mark.slow
-@pytest.mark.xdist_group("one_device_run")
-def test_two_processes_give_the_one_device_state(one_device_run, data_dir, tmp_path):
-    per_frequency = True
-    workdir, expected = one_device_run(per_frequency)
-    config = agreement_config(data_dir, per_frequency)
-    keys = (*RUN_KEYS, "sbn_options.per_frequency")
-    flags = ["--config.parallelism=jit", *multiprocess.config_flags(config, keys)]
-    processes = multiprocess.start_training(tmp_path, flags, logs=tmp_path)
-    outputs = multiprocess.finish(processes, logs=tmp_path)
-    for process, output in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, output[-3000:]
-    assert "test accuracy" in outputs[0]
-    result, expected_result = summary(tmp_path), summary(workdir)
-    assert result["processes"] == 2 and result["devices"] == 8
-    assert result["test_loss"] == pytest.approx(expected_result["test_loss"], rel=1e-5)
-    # The final checkpoint holds the one-device state.
-    parallel = placement.MeshPlacement(jax.devices()[:1])
-    host_state = jax.tree.map(np.zeros_like, expected)
-    manager = train.checkpoint_manager(str(tmp_path), config)
-    restored = parallel.first(train.restore_checkpoint(manager, parallel, host_state))
-    manager.close()
-    assert_states_close(restored, expected)
+# Two jax.distributed processes against one: tests/test_preemption.py, whose two-process run
+# (preempted, then resumed) ends in the state of the same run in one process on 8 devices.

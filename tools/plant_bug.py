@@ -19,6 +19,9 @@ BUGS = (
     "pmap_gradients_not_averaged",
     "traced_recipe_bad_setting",
     "mask_fraction_per_device",
+    "processes_read_the_same_rows",
+    "resume_one_batch_early",
+    "dropout_key_dropped",
 )
 
 
@@ -84,5 +87,19 @@ elif bug == "mask_fraction_per_device":
         "return self.pmean(jnp.mean(mask, dtype=dtype))",
         "return jnp.mean(mask, dtype=dtype)",
     )
+elif bug == "processes_read_the_same_rows":
+    sub(
+        "train/train.py",
+        "input_pipeline.Sharding(jax.process_index(), jax.process_count())",
+        "input_pipeline.Sharding(0, jax.process_count())",
+    )
+elif bug == "resume_one_batch_early":
+    sub(
+        "train/train.py",
+        "train_batches(config, start_step=start_step, sharding=sharding)",
+        "train_batches(config, start_step=max(start_step - 1, 0), sharding=sharding)",
+    )
+elif bug == "dropout_key_dropped":
+    sub("train/train.py", "    if dropout_key is not None:\n", "    if False:\n")
 else:
     raise SystemExit(f"unknown bug {bug!r}; choose one of {BUGS}")

@@ -22,5 +22,8 @@ run running_variance_factor tests/test_functional.py tests/test_modules.py
 run first_row_off_by_one tests/test_functional.py tests/test_family.py
 run pmap_gradients_not_averaged tests/test_train.py -k "eight_devices and pmap"
 run mask_fraction_per_device tests/test_mask.py
+run processes_read_the_same_rows tests/test_preemption.py -k two_processes
+run resume_one_batch_early tests/test_preemption.py tests/test_train.py -k "resume or sigterm"
+run dropout_key_dropped tests/test_paper_recipes.py -k "runs_two_steps"
 } > $OUT/results.md 2>&1
 echo done >> $OUT/results.md
