@@ -18,14 +18,22 @@ import sys
 # relative to the values compared. At that level XLA's older loop emitters for fused
 # operations compile in about half the time of the fusion emitters it uses by default
 # (measured on a 2-core Xeon, one process: a ResNet-8 + SBN train step 2.2 s -> 1.3 s, 100
-# small SBN programs 13.1 s -> 6.6 s, and the step runs as fast; same HLO, other loops).
-FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+# small SBN programs 13.1 s -> 6.6 s, and the step runs as fast; same HLO, other loops). And
+# one LLVM module a program instead of several compiled on threads: the tests' processes keep
+# both cores busy already (the 100 programs 7.2 s -> 5.8 s alone).
+FAST_COMPILE = (
+    "--xla_backend_optimization_level=0",
+    "--xla_cpu_use_fusion_emitters=false",
+    "--xla_cpu_parallel_codegen_split_count=1",
+)
 # The notebook kernels train and measure for hundreds of steps, which level 0 runs 10x slower
 # than XLA's default, level 2. Level 1 with the older emitters runs that ResNet-8 step as fast as
 # level 2 (0.07 s against 0.06 s for 20 steps) and compiles it in half the time (2.0 s against
-# 4.3 s). Measured alone in quick mode, notebook 04 took 26 s instead of 36 s at level 2, 02 21 s
-# instead of 29 s and 03 17 s instead of 19 s at level 0; the others took the same.
+# 4.3 s; 2.6 s in one LLVM module, so the kernels split it again). Measured alone in quick mode,
+# notebook 04 took 26 s instead of 36 s at level 2, 02 21 s instead of 29 s and 03 17 s instead
+# of 19 s at level 0; the others took the same.
 NOTEBOOK_LEVEL = "--xla_backend_optimization_level=1"
+_NOT_IN_NOTEBOOKS = ("--xla_backend_optimization_level", "--xla_cpu_parallel_codegen_split_count")
 DEVICES = "--xla_force_host_platform_device_count=8"
 _DECIDED = "SBN_JAX_TEST_XLA_FLAGS"
 
@@ -35,15 +43,22 @@ def name(flag: str) -> str:
     return flag.split("=", 1)[0]
 
 
-def accepted(flag: str) -> bool:
-    """Whether this jaxlib knows ``flag``: XLA ends the process on a flag it does not know, and a
-    later jaxlib may drop the emitters' flag."""
-    probe = subprocess.run(
-        [sys.executable, "-c", "import jax; jax.devices()"],
-        env={**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"},
-        capture_output=True,
-    )
-    return probe.returncode == 0
+def accepted(flags: list[str]) -> list[str]:
+    """Those of ``flags`` that this jaxlib knows: XLA ends the process on a flag it does not know,
+    and a later jaxlib may drop one of these. One process tries them all (two seconds to start
+    JAX), one a flag only when that fails."""
+
+    def known(flags):
+        probe = subprocess.run(
+            [sys.executable, "-c", "import jax; jax.devices()"],
+            env={**os.environ, "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu"},
+            capture_output=True,
+        )
+        return probe.returncode == 0
+
+    if not flags or known(flags):
+        return flags
+    return [flag for flag in flags if known([flag])]
 
 
 def configure() -> None:
@@ -53,12 +68,12 @@ def configure() -> None:
         return
     flags = os.environ.get("XLA_FLAGS", "").split()
     given = {name(f) for f in flags}
-    flags += [f for f in FAST_COMPILE if name(f) not in given and accepted(f)]
+    flags += accepted([f for f in FAST_COMPILE if name(f) not in given])
     flags.append(DEVICES)
     os.environ["XLA_FLAGS"] = os.environ[_DECIDED] = " ".join(flags)
 
 
 def for_notebooks(flags: str) -> str:
-    """``flags`` with the optimization level set to :data:`NOTEBOOK_LEVEL`'s."""
-    kept = [f for f in flags.split() if name(f) != name(NOTEBOOK_LEVEL)]
+    """``flags`` at :data:`NOTEBOOK_LEVEL`, their LLVM modules split as by default."""
+    kept = [f for f in flags.split() if name(f) not in _NOT_IN_NOTEBOOKS]
     return " ".join([*kept, NOTEBOOK_LEVEL])
