@@ -51,6 +51,11 @@ def test_docs_example_runs(page, index, code):
     exec(compile(code, f"docs/{page} example {index}", "exec"), {"__name__": "docs"})
 
 
+# The tests that read the site run on one pytest-xdist worker: where there is no make docs build,
+# two workers building at once would both rewrite docs/notebooks/ (docs/_ext/sbn_notebooks.py).
+ON_ONE_WORKER = pytest.mark.xdist_group("docs_site")
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> pathlib.Path:
     """The built site: make docs's, or, when there is none, one built here."""
@@ -87,6 +92,7 @@ def _public(module_name: str) -> list[str]:
     return sbn_api.public_names(module_name)
 
 
+@ON_ONE_WORKER
 @pytest.mark.parametrize("module_name", MODULES)
 def test_api_reference_lists_every_public_name(module_name, documented):
     module = importlib.import_module(module_name)
@@ -148,6 +154,7 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[A-Za-z]{3,}", re.sub(r":[a-z]+(:[a-z]+)?:`", "`", text))
 
 
+@ON_ONE_WORKER
 @pytest.mark.parametrize("module_name", MODULES)
 def test_api_pages_show_each_docstring(module_name, site):
     """Each public class and function defined for this page shows its docstring's summary."""
