@@ -10,6 +10,12 @@ import os
 import subprocess
 import sys
 
+
+def name(flag: str) -> str:
+    """``--xla_name=value`` -> ``--xla_name``."""
+    return flag.split("=", 1)[0]
+
+
 # The tests compile far more than they run: hundreds of small programs, each executed a few
 # times on tiny batches. LLVM's optimization level 0 halves XLA's CPU compile times (measured:
 # a ResNet-20 + SBN train step 19 s -> 10 s, its init 23 s -> 5 s) at the cost of slower
@@ -33,14 +39,14 @@ FAST_COMPILE = (
 # notebook 04 took 26 s instead of 36 s at level 2, 02 21 s instead of 29 s and 03 17 s instead
 # of 19 s at level 0; the others took the same.
 NOTEBOOK_LEVEL = "--xla_backend_optimization_level=1"
-_NOT_IN_NOTEBOOKS = ("--xla_backend_optimization_level", "--xla_cpu_parallel_codegen_split_count")
 DEVICES = "--xla_force_host_platform_device_count=8"
+# The notebooks run on one device (XLA's default), at their own level, in split LLVM modules.
+_NOT_IN_NOTEBOOKS = (
+    "--xla_backend_optimization_level",
+    "--xla_cpu_parallel_codegen_split_count",
+    name(DEVICES),
+)
 _DECIDED = "SBN_JAX_TEST_XLA_FLAGS"
-
-
-def name(flag: str) -> str:
-    """``--xla_name=value`` -> ``--xla_name``."""
-    return flag.split("=", 1)[0]
 
 
 def accepted(flags: list[str]) -> list[str]:
@@ -73,7 +79,14 @@ def configure() -> None:
     os.environ["XLA_FLAGS"] = os.environ[_DECIDED] = " ".join(flags)
 
 
+def with_devices(flags: str, count: int) -> str:
+    """``flags`` with ``count`` virtual CPU devices instead of the eight (or any other number)."""
+    kept = [f for f in flags.split() if name(f) != name(DEVICES)]
+    return " ".join([*kept, f"{name(DEVICES)}={count}"])
+
+
 def for_notebooks(flags: str) -> str:
-    """``flags`` at :data:`NOTEBOOK_LEVEL`, their LLVM modules split as by default."""
+    """``flags`` on one device, at :data:`NOTEBOOK_LEVEL`, their LLVM modules split as by
+    default."""
     kept = [f for f in flags.split() if name(f) not in _NOT_IN_NOTEBOOKS]
     return " ".join([*kept, NOTEBOOK_LEVEL])

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 
+from tests import compile_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -23,10 +25,7 @@ def environment(devices: int) -> dict[str, str]:
     """This environment with ``devices`` CPU devices, CPU only, and the repository importable."""
     return {
         **os.environ,
-        "XLA_FLAGS": " ".join(
-            [f for f in os.environ["XLA_FLAGS"].split() if "device_count" not in f]
-            + [f"--xla_force_host_platform_device_count={devices}"]
-        ),
+        "XLA_FLAGS": compile_flags.with_devices(os.environ["XLA_FLAGS"], devices),
         "JAX_PLATFORMS": "cpu",
         "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
         "TF_CPP_MIN_LOG_LEVEL": "2",
